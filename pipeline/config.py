@@ -1,0 +1,414 @@
+"""Typed configuration: one YAML file says everything about a run.
+
+YAML -> environment interpolation (`${VAR}`, `${VAR:-default}`) -> `--set a.b=c` overrides -> pydantic
+validation. Every error is one line naming the file and the key. The resolved config is what MLflow logs,
+so any run can be repeated from it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+STAGES = ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain")
+Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased as one line for the user."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- ingest ---------------------------------------------------------------------------------------------
+
+
+class RiksdagenQuery(Section):
+    search: str = "terrorism"
+    doc_types: list[Literal["frs", "ip"]] = Field(default_factory=lambda: ["frs"])
+    session: str | None = None  # riksmöte, "2020/21"
+    date_from: str | None = None
+    date_to: str | None = None
+    max_documents: int = 100
+    base_url: str = "https://data.riksdagen.se"
+    cache_dir: Path = Path("runs/cache/riksdagen")
+    requests_per_second: float = 3.0
+    max_retries: int = 4
+    timeout_s: float = 30.0
+
+
+class IngestConfig(Section):
+    """Where documents come from; writes one JSONL of documents plus a rejects file."""
+
+    source: Literal["jsonl", "folder", "riksdagen"] = "folder"
+    input: Path | None = None  # a .jsonl(.gz) file or a folder, for those sources
+    riksdagen: RiksdagenQuery = Field(default_factory=RiksdagenQuery)
+    output: Path = Path("runs/default/documents.jsonl")
+    rejects: Path = Path("runs/default/ingest_rejects.jsonl")
+    max_chars: int = 2_000_000
+
+
+# --- segment --------------------------------------------------------------------------------------------
+
+
+class SegmentConfig(Section):
+    """The sentence splitter; `input` is a documents JSONL (the ingest output)."""
+
+    input: Path = Path("runs/default/documents.jsonl")
+    output: Path = Path("runs/default/sentences.jsonl")
+    rejects: Path = Path("runs/default/segment_rejects.jsonl")
+    join_hard_wrapped_lines: bool = True
+    detect_answer_structure: bool = True
+    max_sentence_chars: int = 2000
+
+
+# --- pretrain -------------------------------------------------------------------------------------------
+
+
+class TokenizerConfig(Section):
+    vocab_size: int = 16000
+    min_frequency: int = 2
+    lowercase: bool = False
+    max_documents: int | None = None
+
+
+class BackboneSize(Section):
+    layers: int = 4
+    hidden: int = 256
+    heads: int = 4
+    intermediate: int = 1024
+    max_positions: int = 256
+
+
+class PretrainConfig(Section):
+    """Masked-LM pretraining: from scratch (tokenizer + small BERT) or continued from a checkpoint."""
+
+    mode: Literal["scratch", "continue"] = "scratch"
+    corpus: list[Path] = Field(default_factory=list)  # JSONL(.gz) with a `text` field, or .txt
+    init_from: str | None = None  # for mode=continue: HF id or folder
+    output_dir: Path = Path("runs/default/backbone")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    size: BackboneSize = Field(default_factory=BackboneSize)
+    block_size: int = 64
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    warmup_fraction: float = 0.06
+    weight_decay: float = 0.01
+    mask_probability: float = 0.15
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    heldout_fraction: float = 0.02
+    max_heldout_blocks: int = 512
+    checkpoint_every: int = 200
+    seed: int = 13
+    threads: int | None = None
+
+
+# --- train ----------------------------------------------------------------------------------------------
+
+
+class MajoritySpec(Section):
+    kind: Literal["majority"] = "majority"
+
+
+class KeywordSpec(Section):
+    kind: Literal["keyword"] = "keyword"
+    lexicon: Path = Path("configs/lexicon.yaml")
+
+
+class TfidfSpec(Section):
+    kind: Literal["tfidf"] = "tfidf"
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    min_df: int = 2
+    C: float = 4.0
+    class_weight: Literal["balanced"] | None = "balanced"
+    max_features: int | None = 200_000
+
+
+class BertSpec(Section):
+    kind: Literal["bert"] = "bert"
+    backbone: str = "KBLab/bert-base-swedish-cased"  # HF id or a folder (e.g. the pretrain output)
+    context: bool = False  # previous + next sentence as a second segment
+    max_length: int = 128
+    epochs: int = 8
+    batch_size: int = 16
+    gradient_accumulation: int = 1
+    learning_rate: float = 5e-5
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    commitment_loss: Literal["weighted", "focal", "plain"] = "weighted"
+    focal_gamma: float = 2.0
+    strategy_pos_weight: bool = True
+    dropout: float = 0.1
+    early_stopping_patience: int = 3
+    tune_thresholds: bool = True
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 13
+    threads: int | None = None
+
+
+ModelSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec, Field(discriminator="kind")]
+
+
+class DataConfig(Section):
+    """Labelled sentences (JSONL, see data/README.md)."""
+
+    train: list[Path] = Field(default_factory=lambda: [Path("data/sample/labelled/train.jsonl")])
+    dev: Path = Path("data/sample/labelled/dev.jsonl")
+
+
+class TrainConfig(Section):
+    """Fits the main model (and, for comparison, the baselines) and saves each as a model folder."""
+
+    model: ModelSpec = Field(default_factory=BertSpec)
+    baselines: list[ModelSpec] = Field(default_factory=lambda: [TfidfSpec()])
+    output_dir: Path = Path("runs/default/models")
+    register_model: bool = True  # log as MLflow pyfunc and register a version with alias `challenger`
+
+
+# --- evaluate -------------------------------------------------------------------------------------------
+
+
+class EvaluateConfig(Section):
+    """Scores saved models on a labelled set with the same harness."""
+
+    models: list[Path] = Field(default_factory=list)  # empty: every model folder in train.output_dir
+    data: Path | None = None  # empty: data.dev
+    output_dir: Path = Path("runs/default/evaluation")
+    bootstrap_samples: int = 1000
+    calibration_bins: int = 10
+    top_errors: int = 25
+    seed: int = 13
+
+
+# --- label ----------------------------------------------------------------------------------------------
+
+
+class LabelConfig(Section):
+    """Batch labelling of documents with a registered (or saved) model."""
+
+    model: str = "models:/ct-sentence-labeller@champion"  # models:/ URI, runs:/ URI or a model folder
+    input: Path = Path("runs/default/documents.jsonl")  # documents JSONL or a folder of files
+    output: Path = Path("runs/default/labelled_sentences.parquet")
+    rejects: Path | None = None  # default: <output>.rejects.jsonl
+    chunk_documents: int = 64
+    max_tokens_per_batch: int = 8192
+    max_chars: int = 200_000
+    quantize: Literal["none", "dynamic-int8"] = "none"
+    threads: int | None = None
+
+
+# --- retrain --------------------------------------------------------------------------------------------
+
+
+class RetrainConfig(Section):
+    """The promotion gate for scheduled retraining."""
+
+    metric: str = "commitment_macro_f1"
+    margin: float = 0.005
+    tolerance: float = 0.01  # a challenger may lose at most this much on any head's macro-F1
+    eval_data: Path | None = None  # the frozen evaluation set; empty: data.dev
+    lock_file: Path = Path("runs/retrain.lock")
+    state_file: Path = Path("runs/retrain_state.json")
+    report: Path = Path("runs/default/retrain_report.md")
+    force: bool = False
+
+
+# --- tracking -------------------------------------------------------------------------------------------
+
+
+class TrackingConfig(Section):
+    """MLflow: an embedded sqlite store by default; `MLFLOW_TRACKING_URI` wins over `uri`."""
+
+    uri: str = "sqlite:///runs/mlflow.db"
+    artifact_location: Path = Path("runs/mlartifacts")
+    experiment: str | None = None  # default: the config file's stem
+    registered_model: str = "ct-sentence-labeller"
+    log_system_metrics: bool = True
+
+
+class PipelineConfig(Section):
+    """A whole run: which stages, in which order, and each stage's settings."""
+
+    name: str = "default"
+    stages: list[Stage] = Field(default_factory=lambda: ["segment", "train", "evaluate", "label"])
+    data: DataConfig = Field(default_factory=DataConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    def experiment_name(self) -> str:
+        if self.tracking.experiment:
+            return self.tracking.experiment
+        return self.source_file.stem if self.source_file else self.name
+
+    def flat(self) -> dict[str, str]:
+        """Dotted key -> value, for MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+
+# --- loading --------------------------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, where: str, file: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", file) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{file}: {where}: environment variable {name} is not set")
+
+    return _ENV.sub(sub, value)
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], file: Path) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the raw mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{file}: --set {item!r}: expected key=value, e.g. train.model.epochs=2")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{file}: --set {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return raw
+
+
+def _format_error(file: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    # Discriminated unions add the tag (e.g. "bert") to the location; the user never wrote it.
+    tags = {"majority", "keyword", "tfidf", "bert"}
+    parts = [str(p) for p in first["loc"] if str(p) not in tags and not str(p).startswith("function-")]
+    loc = ".".join(parts)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "missing required key"
+    else:
+        message = f"{first['msg']} (got {first.get('input')!r})"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{file}: {loc}: {message}{more}"
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, interpolate, override and validate a YAML config; raise `ConfigError` with a one-line message."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(f"{file}: not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [], file)
+    raw = _interpolate(raw, "", file)
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(file, exc)) from None
+    config.source_file = file
+    return config
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: str(value)}
+
+
+def dump_config(config: PipelineConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --- input checks ---------------------------------------------------------------------------------------
+
+# Input keys of each stage, and the outputs a stage leaves for later stages of the same run.
+_STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest.input",),
+    "segment": ("segment.input",),
+    "pretrain": ("pretrain.corpus",),
+    "train": ("data.train", "data.dev"),
+    "evaluate": ("evaluate.data", "data.dev"),
+    "label": ("label.input",),
+    "retrain": ("data.train", "data.dev", "retrain.eval_data"),
+}
+_STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest.output",),
+    "segment": ("segment.output",),
+    "pretrain": ("pretrain.output_dir",),
+}
+
+
+def _get(config: PipelineConfig, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_inputs(config: PipelineConfig, stages: list[str]) -> None:
+    """Fail before any work if an input file a stage needs is missing (unless an earlier stage makes it)."""
+    produced: set[Path] = set()
+    file = config.source_file or Path("<config>")
+    for stage in stages:
+        for key in _STAGE_INPUTS.get(stage, ()):
+            if stage == "ingest" and config.ingest.source == "riksdagen":
+                continue
+            if key == "evaluate.data" and config.evaluate.data is None:
+                continue
+            if key == "data.dev" and stage == "evaluate" and config.evaluate.data is not None:
+                continue
+            value = _get(config, key)
+            paths = value if isinstance(value, list) else [value]
+            if key == "pretrain.corpus" and not paths and config.pretrain.mode == "scratch":
+                raise ConfigError(f"{file}: pretrain.corpus: no corpus files given for pretraining from scratch")
+            for i, path in enumerate(paths):
+                if path is None or Path(path) in produced:
+                    continue
+                if not Path(path).exists():
+                    where = f"{key}[{i}]" if isinstance(value, list) else key
+                    raise ConfigError(f"{file}: {where}: file not found: {path}")
+        for key in _STAGE_OUTPUTS.get(stage, ()):
+            produced.add(Path(_get(config, key)))

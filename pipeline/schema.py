@@ -1,0 +1,131 @@
+"""The domain's types: documents, sentences, the label scheme and model outputs.
+
+Every stage speaks these types, so the label sets are defined exactly once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Order matters: it is the column order of every probability matrix.
+STRATEGY_LABELS: tuple[str, ...] = ("forebygga", "forhindra", "forsvara")
+# Order matters twice: column order, and the precedence rule of the annotation scheme
+# (when several commitment types apply, the first in this order wins).
+COMMITMENT_LABELS: tuple[str, ...] = ("funding", "pending_proposal", "support", "institution", "none")
+
+SentenceRole = Literal["heading", "question", "body", "closing", "dateline", "signature"]
+SENTENCE_ROLES: tuple[str, ...] = ("heading", "question", "body", "closing", "dateline", "signature")
+
+
+class Document(BaseModel):
+    """One input text (an answer, a speech, a press release) before segmentation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    text: str
+    title: str | None = None
+    date: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sentence(BaseModel):
+    """A sentence cut from a document; `start`/`end` are offsets into the cleaned document text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: str
+    index: int
+    start: int
+    end: int
+    text: str
+    role: SentenceRole = "body"
+
+
+class LabelledSentence(BaseModel):
+    """A human-labelled sentence (the format of `gold/*.jsonl` and `data/sample/labelled/*.jsonl`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    doc_id: str
+    text: str
+    strategy: list[str]
+    commitment: str
+    sentence_index: int | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: list[str]) -> list[str]:
+        unknown = [label for label in value if label not in STRATEGY_LABELS]
+        if unknown:
+            raise ValueError(f"unknown strategy label(s) {unknown}; expected a subset of {list(STRATEGY_LABELS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"strategy labels repeated: {value}")
+        return value
+
+    @field_validator("commitment")
+    @classmethod
+    def _known_commitment(cls, value: str) -> str:
+        if value not in COMMITMENT_LABELS:
+            raise ValueError(f"unknown commitment label {value!r}; expected one of {list(COMMITMENT_LABELS)}")
+        return value
+
+
+@dataclass(frozen=True)
+class SentenceText:
+    """What a model reads: the sentence and, for context models, its neighbours in the document."""
+
+    text: str
+    previous: str = ""
+    next: str = ""
+
+
+def with_context(texts_by_doc: Iterable[tuple[str, str]]) -> list[SentenceText]:
+    """Attach neighbours to (doc_id, text) pairs given in document order; neighbours never cross documents."""
+    pairs = list(texts_by_doc)
+    out: list[SentenceText] = []
+    for i, (doc_id, text) in enumerate(pairs):
+        prev = pairs[i - 1][1] if i > 0 and pairs[i - 1][0] == doc_id else ""
+        nxt = pairs[i + 1][1] if i + 1 < len(pairs) and pairs[i + 1][0] == doc_id else ""
+        out.append(SentenceText(text=text, previous=prev, next=nxt))
+    return out
+
+
+def strategy_matrix(rows: Sequence[Sequence[str]]) -> np.ndarray:
+    """Multi-hot matrix (n, 3) in STRATEGY_LABELS order."""
+    m = np.zeros((len(rows), len(STRATEGY_LABELS)), dtype=np.int64)
+    for i, labels in enumerate(rows):
+        for label in labels:
+            m[i, STRATEGY_LABELS.index(label)] = 1
+    return m
+
+
+def commitment_indices(labels: Sequence[str]) -> np.ndarray:
+    """Class indices (n,) in COMMITMENT_LABELS order."""
+    return np.array([COMMITMENT_LABELS.index(label) for label in labels], dtype=np.int64)
+
+
+@dataclass
+class HeadProbabilities:
+    """Both heads' outputs for n sentences.
+
+    `strategy` is (n, 3) independent sigmoid probabilities; `commitment` is (n, 5) and sums to 1 per row;
+    `strategy_thresholds` (3,) turns strategy probabilities into labels.
+    """
+
+    strategy: np.ndarray
+    commitment: np.ndarray
+    strategy_thresholds: np.ndarray = field(default_factory=lambda: np.full(len(STRATEGY_LABELS), 0.5))
+
+    def strategy_labels(self) -> list[list[str]]:
+        hits = self.strategy >= self.strategy_thresholds[None, :]
+        return [[STRATEGY_LABELS[j] for j in np.flatnonzero(row)] for row in hits]
+
+    def commitment_labels(self) -> list[str]:
+        return [COMMITMENT_LABELS[j] for j in self.commitment.argmax(axis=1)]
