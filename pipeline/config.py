@@ -42,6 +42,7 @@ class RiksdagenQuery(Section):
     requests_per_second: float = 3.0
     max_retries: int = 4
     timeout_s: float = 30.0
+    backoff_s: float = 1.0  # first retry pause; doubles per attempt (a Retry-After header wins)
 
 
 class IngestConfig(Section):
@@ -107,6 +108,10 @@ class PretrainConfig(Section):
     heldout_fraction: float = 0.02
     max_heldout_blocks: int = 512
     checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    shuffle_buffer: int = 10_000  # packed blocks held for shuffling (bounded memory)
+    log_every: int = 20
+    device: Literal["auto", "cpu"] = "auto"  # auto: CUDA (bf16 autocast) when present
     seed: int = 13
     threads: int | None = None
 
@@ -152,6 +157,9 @@ class BertSpec(Section):
     early_stopping_patience: int = 3
     tune_thresholds: bool = True
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    pooling: Literal["cls", "mean"] = "cls"  # sentence vector: [CLS] or the mean over the sentence's tokens
+    layerwise_lr_decay: float = 1.0  # <1: lower layers learn slower (lr x decay^depth-from-top)
+    max_tokens_per_batch: int = 8192  # prediction batches: length-sorted, capped by padded tokens
     seed: int = 13
     threads: int | None = None
 
@@ -204,6 +212,9 @@ class LabelConfig(Section):
     max_tokens_per_batch: int = 8192
     max_chars: int = 200_000
     quantize: Literal["none", "dynamic-int8"] = "none"
+    # int8 is used only if, on the first sentences labelled, it changes at most this share of labels
+    quantize_max_disagreement: float = Field(default=0.02, ge=0.0, le=1.0)
+    quantize_check_sentences: int = Field(default=256, ge=1)
     threads: int | None = None
 
 

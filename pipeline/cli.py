@@ -1,0 +1,195 @@
+"""Command line: argument parsing only. Every command loads a config and calls one stage (or the stage list)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.config import ConfigError, PipelineConfig, check_inputs, load_config
+
+app = typer.Typer(
+    help="Label Swedish counter-terrorism policy texts sentence by sentence: strategy dimension "
+    "(forebygga / forhindra / forsvara) and commitment type.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+annotate_app = typer.Typer(help="Annotation round trip: export for annotators, import labels, agreement.")
+app.add_typer(annotate_app, name="annotate")
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = Path("configs/quickstart.yaml")
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override any config value: --set train.model.epochs=3 (repeatable)."),
+]
+
+
+def _config(path: Path, overrides: list[str] | None, stages: list[str]) -> PipelineConfig:
+    try:
+        config = load_config(path, overrides or [])
+        check_inputs(config, stages)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    return config
+
+
+def _stage(name: str, config_path: Path, overrides: list[str] | None) -> None:
+    from pipeline.run import run_stages
+
+    config = _config(config_path, overrides, [name])
+    outcome = run_stages(config, [name])
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def ingest(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Read documents (JSONL, a folder of txt/md/html/docx, or a Riksdag query) into one documents JSONL.
+
+    Unreadable or empty documents go to the rejects file with their reason.
+    """
+    _stage("ingest", config, set_)
+
+
+@app.command()
+def segment(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Clean documents and split them into sentences with offsets and roles (heading, question, body, ...)."""
+    _stage("segment", config, set_)
+
+
+@app.command()
+def pretrain(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Masked-LM pretraining: a tokenizer and small BERT from scratch, or continued pretraining of a checkpoint.
+
+    Checkpoints as it goes and resumes when rerun; reports held-out perplexity.
+    """
+    _stage("pretrain", config, set_)
+
+
+@app.command()
+def train(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Fit the two-head model and the baselines on labelled sentences; register the model as `challenger`."""
+    _stage("train", config, set_)
+
+
+@app.command()
+def evaluate(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Score saved models on labelled data: macro-F1 with document-bootstrap intervals, calibration, errors."""
+    _stage("evaluate", config, set_)
+
+
+@app.command()
+def label(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+    model: Annotated[str | None, typer.Option(help="models:/<name>@champion, runs:/… or a folder.")] = None,
+    input_: Annotated[Path | None, typer.Option("--input", help="Documents JSONL or a folder.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Output .parquet, .jsonl or .csv.")] = None,
+) -> None:
+    """Batch-label documents: one row per sentence plus a per-document summary; resumable.
+
+    Exit code 0 when every document was labelled, 3 when some were rejected (see the rejects file).
+    """
+    overrides = list(set_ or [])
+    for key, value in (("label.model", model), ("label.input", input_), ("label.output", output)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    _stage("label", config, overrides)
+
+
+@app.command()
+def retrain(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option(help="Train even if the labelled data has not changed.")] = False,
+) -> None:
+    """Train a challenger and promote it to `champion` only if it beats the champion on the gate.
+
+    Exit codes: 0 promoted, 10 not promoted, 11 skipped (data unchanged), 75 another run holds the lock,
+    1 failed. Safe to run from cron.
+    """
+    _stage("retrain", config, [*(set_ or []), *(["retrain.force=true"] if force else [])])
+
+
+@app.command()
+def run(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Run the stages the config lists, in order, as one MLflow parent run with a nested run per stage."""
+    from pipeline.run import run_stages
+
+    cfg = _config(config, set_, [])
+    try:
+        check_inputs(cfg, list(cfg.stages))
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    outcome = run_stages(cfg, list(cfg.stages))
+    raise typer.Exit(outcome.exit_code)
+
+
+@annotate_app.command("export")
+def annotate_export(
+    sentences: Annotated[Path, typer.Argument(help="Sentences JSONL (segment output) or labelled JSONL.")],
+    output: Annotated[Path, typer.Argument(help="CSV for annotators.")],
+    model: Annotated[str | None, typer.Option(help="Add this model's predictions, most uncertain first.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Export at most this many sentences.")] = None,
+) -> None:
+    """Write sentences with their neighbours (and optionally predictions) for annotators."""
+    from pipeline.annotate import export_for_annotation
+
+    count = export_for_annotation(sentences, output, model=model, limit=limit)
+    err.print(f"wrote {count} sentences to {output}")
+
+
+@annotate_app.command("import")
+def annotate_import(
+    annotated: Annotated[Path, typer.Argument(help="The CSV annotators filled in.")],
+    into: Annotated[Path, typer.Argument(help="Labelled JSONL to merge into (created if absent).")],
+) -> None:
+    """Validate annotated rows and merge them into a labelled JSONL; bad rows are reported by line."""
+    from pipeline.annotate import import_annotations
+
+    result = import_annotations(annotated, into)
+    err.print(str(result))
+    raise typer.Exit(0 if not getattr(result, "errors", None) else 1)
+
+
+@annotate_app.command("agreement")
+def annotate_agreement(
+    first: Annotated[Path, typer.Argument(help="Labelled JSONL or annotated CSV from annotator A.")],
+    second: Annotated[Path, typer.Argument(help="The same sentences from annotator B.")],
+) -> None:
+    """Cohen's kappa for commitment; per-label kappa and F1 for strategy."""
+    from pipeline.annotate import agreement, print_agreement
+
+    print_agreement(agreement(first, second))
+
+
+@app.command("validate-data")
+def validate_data(files: Annotated[list[Path], typer.Argument(help="Labelled JSONL files (splits).")]) -> None:
+    """Check labelled JSONL files: every bad line with its number; documents shared between files."""
+    from pipeline.labelled_data import validate_files
+
+    problems = validate_files(files)
+    for problem in problems:
+        err.print(str(problem), highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"[green]ok[/green]: {', '.join(map(str, files))}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Reading and writing documents: JSONL (.jsonl, .jsonl.gz), single files and folders of files.
+
+`read_documents` never stops at a bad line or file: it yields a `Reject` naming it and goes on. Content
+checks (empty, too long, not Swedish...) belong to ingest (`screening.py`); the readers only report what
+stops a text from being read at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.io.files import FILE_SUFFIXES, UnreadableFile, read_file
+from pipeline.io.jsonl import is_jsonl, iter_lines, write_jsonl
+from pipeline.io.rejects import Reject
+from pipeline.schema import Document
+
+DocumentOrReject = Document | Reject
+_DOCUMENT_FIELDS = ("id", "text", "title", "date")
+
+
+def document_from_record(record: dict[str, Any]) -> Document:
+    """A Document from a JSON object: `id` and `text` required, `title`/`date` optional, the rest metadata."""
+    metadata = dict(record.get("metadata") or {})
+    metadata.update({k: v for k, v in record.items() if k not in (*_DOCUMENT_FIELDS, "metadata")})
+    return Document(
+        id=str(record["id"]),
+        text=record["text"],
+        title=record.get("title"),
+        date=None if record.get("date") is None else str(record["date"]),
+        metadata=metadata,
+    )
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    missing = [f for f in ("id", "text") if record.get(f) is None]
+    if missing:
+        return f"missing field(s) {missing}"
+    if not isinstance(record["text"], str):
+        return f"field 'text' must be a string, got {type(record['text']).__name__}"
+    return None
+
+
+def read_jsonl_documents(path: Path) -> Iterator[DocumentOrReject]:
+    """Documents from a JSONL file, one object per line; each bad line becomes a Reject."""
+    source = str(path)
+    try:
+        for number, raw in iter_lines(path):
+            where = f"{path.name}:{number}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield Reject(id=where, source=source, reason=f"line {number}: not valid UTF-8 ({exc.reason})")
+                continue
+            except json.JSONDecodeError as exc:
+                yield Reject(id=where, source=source, reason=f"line {number}: not valid JSON ({exc.msg})")
+                continue
+            problem = _record_problem(record)
+            if problem:
+                doc_id = str(record.get("id", where)) if isinstance(record, dict) else where
+                yield Reject(id=doc_id, source=source, reason=f"line {number}: {problem}")
+                continue
+            try:
+                yield document_from_record(record)
+            except ValidationError as exc:
+                reason = f"line {number}: {exc.errors()[0]['msg']}"
+                yield Reject(id=str(record["id"]), source=source, reason=reason)
+    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz stops this file, not the run
+        yield Reject(id=path.name, source=source, reason=f"cannot read the rest of the file: {exc}")
+
+
+def _read_one_file(path: Path, doc_id: str) -> DocumentOrReject:
+    try:
+        text, title = read_file(path)
+    except (UnreadableFile, OSError) as exc:
+        return Reject(id=doc_id, source=str(path), reason=str(exc))
+    return Document(id=doc_id, text=text, title=title, metadata={"path": str(path)})
+
+
+def read_folder_documents(folder: Path) -> Iterator[DocumentOrReject]:
+    """Every .txt/.md/.html/.docx (and JSONL) file under `folder`, in path order; ids are relative paths.
+
+    Hidden files are skipped; any other file type becomes a Reject so nothing disappears silently.
+    """
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or path.name.startswith("~$"):
+            continue
+        if is_jsonl(path):
+            yield from read_jsonl_documents(path)
+        elif path.suffix.lower() in FILE_SUFFIXES:
+            yield _read_one_file(path, relative.as_posix())
+        else:
+            yield Reject(
+                id=relative.as_posix(),
+                source=str(folder),
+                reason=f"unsupported file type {path.suffix or '(none)'}; expected one of "
+                f"{sorted(FILE_SUFFIXES | {'.jsonl', '.jsonl.gz'})}",
+            )
+
+
+def read_documents(path: Path) -> Iterator[DocumentOrReject]:
+    """Documents from a JSONL(.gz) file, a single text/HTML/Word file, or a folder of them.
+
+    Raises FileNotFoundError when `path` does not exist; every other problem is a per-document Reject.
+    """
+    path = Path(path)
+    if path.is_dir():
+        yield from read_folder_documents(path)
+    elif path.is_file():
+        if is_jsonl(path):
+            yield from read_jsonl_documents(path)
+        else:
+            yield _read_one_file(path, path.name)
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder (expected a .jsonl(.gz) file or a folder)")
+
+
+def write_documents(path: Path, documents: Iterable[Document]) -> int:
+    """Write documents as JSONL (gzip when the name ends in .gz); returns how many were written."""
+    return write_jsonl(Path(path), (d.model_dump(mode="json") for d in documents))

@@ -1,0 +1,44 @@
+"""JSON Lines files, plain or gzip-compressed, written atomically so a failed run leaves no half file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def is_jsonl(path: Path) -> bool:
+    return path.name.endswith((".jsonl", ".jsonl.gz", ".ndjson"))
+
+
+def _open_binary(path: Path, mode: str) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, mode)  # type: ignore[return-value]
+    return open(path, mode)
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw bytes) for each non-blank line; undecoded so one bad line stays one error."""
+    with _open_binary(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL (gzip when the name ends in .gz) via a temporary file; returns the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    count = 0
+    try:
+        with _open_binary(partial, "wb") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+                count += 1
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count

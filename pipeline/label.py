@@ -1,0 +1,737 @@
+"""Batch labelling: documents in, one labelled row per sentence out, plus a per-document summary.
+
+- Streaming: documents are read in chunks of `label.chunk_documents`; memory stays flat on any input size.
+- Resumable: each chunk is committed to `<output>.partial/chunk-NNNNNN/` by one atomic directory rename. A
+  rerun with the same arguments re-reads the input, checks every committed chunk's input digest, skips it and
+  labels only what is missing; a rerun with other arguments (config, model version, input) is refused rather
+  than mixed in. Killed at any point, a rerun ends with the same files as an uninterrupted run.
+- Atomic: final files are written under temporary names and `os.replace`d, the sentence file last.
+- Nothing lost: every input document is labelled or listed in the rejects file with its reason; truncation
+  (an over-long document, a sentence over the model's token limit) is a `warning` there and a flag in the row.
+- Fast: duplicate sentences in a chunk are labelled once; BERT models get the thread setting, their own
+  length-sorted token-budget batching, and optionally dynamic int8 quantization, checked against float32.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.io.rejects import Reject
+from pipeline.models.base import SentenceModel, load_model
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    STRATEGY_LABELS,
+    Document,
+    HeadProbabilities,
+    Sentence,
+    SentenceText,
+    with_context,
+)
+
+OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
+REJECTED = "rejected"  # the document is not in the output
+WARNING = "warning"  # the document is in the output, but not all of it was read (truncation)
+STAGE = "label"  # the `source` of rejects this stage decides
+EXIT_ALL_LABELLED = 0
+EXIT_SOME_REJECTED = 3
+_MANIFEST = "manifest.json"
+_CHUNK_CARD = "chunk.json"
+_FORMAT_VERSION = 1
+
+# --- results and identities ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model labelled the rows: written into every row and into the resume manifest."""
+
+    name: str
+    version: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """Counts and paths of a finished labelling run; `exit_code` is what the CLI returns."""
+
+    documents: int  # input items seen: documents and reader rejects
+    labelled: int  # documents with rows in the output
+    sentences: int
+    rejected: int  # documents listed in the rejects file and absent from the output
+    warnings: int  # documents labelled only in part (truncated), listed in the rejects file as warnings
+    output: Path
+    summary: Path
+    rejects: Path
+    resumed_chunks: int = 0  # chunks found committed by an earlier, interrupted run
+    quantization_disagreement: float | None = None  # measured on the check sample when quantizing
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every document was labelled in full; 3 when the rejects file lists anything."""
+        return EXIT_SOME_REJECTED if self.rejected or self.warnings else EXIT_ALL_LABELLED
+
+
+class LabelRunMismatch(RuntimeError):
+    """A partial run is on disk that was started with other arguments or another input."""
+
+
+class QuantizationOutOfTolerance(RuntimeError):
+    """The int8 model disagrees with the float32 model more than `label.quantize_max_disagreement`."""
+
+
+@dataclass(frozen=True)
+class LabelPaths:
+    output: Path
+    summary: Path
+    rejects: Path
+    partial: Path
+
+    @classmethod
+    def for_config(cls, cfg: LabelConfig) -> LabelPaths:
+        output = Path(cfg.output)
+        if output.suffix.lower() not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"label.output {str(output)!r}: unknown format {output.suffix or '(no extension)'!r}; "
+                f"use one of {', '.join(OUTPUT_FORMATS)}"
+            )
+        return cls(
+            output=output,
+            summary=output.with_name(f"{output.stem}.summary{output.suffix}"),
+            rejects=Path(cfg.rejects) if cfg.rejects else output.with_name(f"{output.stem}.rejects.jsonl"),
+            partial=output.with_name(f"{output.name}.partial"),
+        )
+
+
+# --- output tables --------------------------------------------------------------------------------------
+
+
+def _p(label: str) -> str:
+    """Probability column name; the same `p_<label>` convention as the registered pyfunc's output."""
+    return f"p_{label}"
+
+
+SENTENCE_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("index", pa.int64()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("role", pa.string()),
+        ("text", pa.string()),
+        ("strategy", pa.string()),  # ";"-joined labels, as in the pyfunc output
+        *[(_p(label), pa.float64()) for label in STRATEGY_LABELS],
+        ("commitment", pa.string()),
+        *[(_p(label), pa.float64()) for label in COMMITMENT_LABELS],
+        ("truncated", pa.bool_()),  # the model read only the first max_length tokens of the sentence
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("title", pa.string()),
+        ("date", pa.string()),
+        ("sentences", pa.int64()),
+        *[(f"strategy_{label}", pa.int64()) for label in STRATEGY_LABELS],
+        ("strategy_none", pa.int64()),  # sentences with no strategy dimension
+        *[(f"commitment_{label}", pa.int64()) for label in COMMITMENT_LABELS],
+        ("truncated", pa.bool_()),  # the document was over label.max_chars and cut
+        ("truncated_sentences", pa.int64()),
+        ("metadata", pa.string()),  # the document's metadata as a JSON object (keys sorted)
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+
+
+@dataclass
+class _ChunkTables:
+    sentences: pa.Table
+    summary: pa.Table
+    rejects: list[dict[str, Any]]
+    documents: int
+    labelled: int
+    rejected: int
+    warnings: int
+
+
+def _reject(item_id: str, reason: str, severity: str = REJECTED, source: str = STAGE) -> dict[str, Any]:
+    """A row of the rejects file: a reader's `Reject` fields plus whether the document is in the output."""
+    return {"id": item_id, "source": source, "reason": reason, "severity": severity}
+
+
+def _reader_reject(item: object) -> dict[str, Any]:
+    """A reader's `Reject`, or a row for anything else that is not a Document."""
+    if isinstance(item, Reject):
+        return _reject(item.id, item.reason, source=item.source)
+    return _reject("", f"not a document: got {type(item).__name__}")
+
+
+# --- predicting: the generic path and the BERT fast path ----------------------------------------------
+
+# What a chunk needs from a model: probabilities, and which sentences it read only in part.
+Predictor = Callable[[Sequence[SentenceText]], tuple[HeadProbabilities, np.ndarray]]
+
+
+def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
+    """The labelling function for any SentenceModel; BERT models take the fast path."""
+    if getattr(model, "kind", None) == "bert":
+        return _BertPredictor(model, cfg)
+    if cfg.quantize != "none":
+        raise ValueError(
+            f"label.quantize={cfg.quantize}: quantization applies to BERT models only; "
+            f"this model is {getattr(model, 'kind', type(model).__name__)!r} (set label.quantize=none)"
+        )
+
+    def predict(sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
+        return model.predict_proba(sentences), np.zeros(len(sentences), dtype=bool)
+
+    return predict
+
+
+def label_unique(
+    predict: Predictor, sentences: Sequence[SentenceText]
+) -> tuple[HeadProbabilities, np.ndarray]:
+    """Run the model once per distinct sentence (headings, datelines and signatures repeat across answers)."""
+    index: dict[SentenceText, int] = {}
+    inverse = np.fromiter(
+        (index.setdefault(s, len(index)) for s in sentences), dtype=np.int64, count=len(sentences)
+    )
+    probs, truncated = predict(list(index))
+    return (
+        HeadProbabilities(
+            strategy=probs.strategy[inverse],
+            commitment=probs.commitment[inverse],
+            strategy_thresholds=probs.strategy_thresholds,
+        ),
+        truncated[inverse],
+    )
+
+
+class _BertPredictor:
+    """BERT fast path: threads, the model's own token-budget batching, optional int8, truncation flags.
+
+    Quantization is accepted only after a check: on the first `quantize_check_sentences` distinct sentences
+    labelled, the share whose labels (commitment, or any strategy label) differ between int8 and float32
+    must be at most `quantize_max_disagreement`; otherwise `QuantizationOutOfTolerance` is raised.
+    """
+
+    def __init__(self, model: Any, cfg: LabelConfig) -> None:
+        import torch
+
+        if cfg.threads is not None:
+            torch.set_num_threads(max(1, cfg.threads))
+        self.model = model
+        self.cfg = cfg
+        self.quantized: Any | None = None
+        self.disagreement: float | None = None
+        if cfg.quantize == "dynamic-int8":
+            self.quantized = quantize_dynamic_int8(model)
+
+    def __call__(self, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
+        budget = self.cfg.max_tokens_per_batch
+        if self.quantized is None:
+            probs = self.model.predict_proba(sentences, max_tokens_per_batch=budget)
+        else:
+            probs = self.quantized.predict_proba(sentences, max_tokens_per_batch=budget)
+            if self.disagreement is None and len(sentences):
+                self._check_quantized(sentences, probs)
+        return probs, self._truncated(sentences)
+
+    def _check_quantized(self, sentences: Sequence[SentenceText], quantized: HeadProbabilities) -> None:
+        k = min(len(sentences), self.cfg.quantize_check_sentences)
+        reference = self.model.predict_proba(
+            sentences[:k], max_tokens_per_batch=self.cfg.max_tokens_per_batch
+        )
+        self.disagreement = label_disagreement(reference, _head_rows(quantized, k))
+        if self.disagreement > self.cfg.quantize_max_disagreement:
+            raise QuantizationOutOfTolerance(
+                f"label.quantize=dynamic-int8: int8 labels differ from float32 on {self.disagreement:.1%} of "
+                f"{k} sentences (label.quantize_max_disagreement={self.cfg.quantize_max_disagreement:.1%}); "
+                "set label.quantize=none"
+            )
+        self.model = None  # the float32 copy is no longer needed; free its memory
+
+    def _truncated(self, sentences: Sequence[SentenceText]) -> np.ndarray:
+        """Sentences whose own tokens do not fit the model's max_length (context is cut first, silently)."""
+        model = self.quantized or self.model
+        if not sentences:
+            return np.zeros(0, dtype=bool)
+        counts = model.tokenizer(
+            [s.text for s in sentences], add_special_tokens=False, return_attention_mask=False
+        )["input_ids"]
+        room = int(model.max_length_) - 2  # [CLS] and [SEP]
+        return np.fromiter((len(ids) > room for ids in counts), dtype=bool, count=len(sentences))
+
+
+def quantize_dynamic_int8(model: Any) -> Any:
+    """A copy of a BertTwoHeadModel whose Linear layers run in int8 (weights static, activations dynamic)."""
+    import warnings
+
+    import torch
+
+    quantized = copy.copy(model)
+    with warnings.catch_warnings():  # torch.ao eager quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        quantized.network_ = torch.ao.quantization.quantize_dynamic(
+            model.network_, {torch.nn.Linear}, dtype=torch.qint8
+        )
+    return quantized
+
+
+def _head_rows(probs: HeadProbabilities, k: int) -> HeadProbabilities:
+    return HeadProbabilities(probs.strategy[:k], probs.commitment[:k], probs.strategy_thresholds)
+
+
+def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:
+    """Share of sentences whose commitment label or strategy label set differs between two predictions."""
+    if len(a.commitment) == 0:
+        return 0.0
+    commitment = a.commitment.argmax(axis=1) != b.commitment.argmax(axis=1)
+    strategy = (
+        (a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])
+    ).any(axis=1)
+    return float((commitment | strategy).mean())
+
+
+# --- one chunk ------------------------------------------------------------------------------------------
+
+
+def _label_chunk(
+    items: Sequence[object],
+    predict: Predictor,
+    info: ModelInfo,
+    cfg: LabelConfig,
+    segment_cfg: SegmentConfig,
+    seen_ids: set[str],
+) -> _ChunkTables:
+    from pipeline.segment import EmptyDocumentError, segment
+
+    rejects: list[dict[str, Any]] = []
+    documents: list[tuple[Document, list[Sentence], bool]] = []
+    for item in items:
+        if not isinstance(item, Document):
+            rejects.append(_reader_reject(item))
+            continue
+        if item.id in seen_ids:
+            rejects.append(_reject(item.id, "duplicate document id: an earlier document has this id"))
+            continue
+        seen_ids.add(item.id)
+        if not item.text.strip():
+            rejects.append(_reject(item.id, "empty: the document has no text"))
+            continue
+        cut = len(item.text) > cfg.max_chars
+        document = item.model_copy(update={"text": item.text[: cfg.max_chars]}) if cut else item
+        try:
+            segmented = segment(document, segment_cfg)
+        except EmptyDocumentError:
+            rejects.append(_reject(item.id, "empty: no text left after cleaning"))
+            continue
+        except Exception as exc:  # one bad document must not end a long run; it is listed, not lost
+            rejects.append(_reject(item.id, f"segmentation failed: {type(exc).__name__}: {exc}"))
+            continue
+        sentences = segmented.sentences
+        if not sentences:
+            rejects.append(_reject(item.id, "no sentences: nothing left to label after cleaning"))
+            continue
+        if cut:
+            rejects.append(
+                _reject(
+                    item.id,
+                    f"over the length limit: {len(item.text)} characters > label.max_chars={cfg.max_chars}; "
+                    f"only the first {cfg.max_chars} characters were labelled",
+                    WARNING,
+                )
+            )
+        documents.append((segmented.document, sentences, cut))  # with the answer's metadata, if any
+
+    flat = [s for _, sentences, _ in documents for s in sentences]
+    inputs = with_context((s.doc_id, s.text) for s in flat)
+    if flat:
+        probs, truncated = label_unique(predict, inputs)
+    else:
+        probs = HeadProbabilities(np.zeros((0, len(STRATEGY_LABELS))), np.zeros((0, len(COMMITMENT_LABELS))))
+        truncated = np.zeros(0, dtype=bool)
+    strategy_hits = probs.strategy >= probs.strategy_thresholds[None, :]
+    commitment_index = probs.commitment.argmax(axis=1) if flat else np.zeros(0, dtype=np.int64)
+
+    columns: dict[str, Any] = {
+        "doc_id": [s.doc_id for s in flat],
+        "index": [s.index for s in flat],
+        "start": [s.start for s in flat],
+        "end": [s.end for s in flat],
+        "role": [s.role for s in flat],
+        "text": [s.text for s in flat],
+        "strategy": [
+            ";".join(label for label, hit in zip(STRATEGY_LABELS, row, strict=True) if hit)
+            for row in strategy_hits
+        ],
+        **{_p(label): probs.strategy[:, j] for j, label in enumerate(STRATEGY_LABELS)},
+        "commitment": [COMMITMENT_LABELS[j] for j in commitment_index],
+        **{_p(label): probs.commitment[:, j] for j, label in enumerate(COMMITMENT_LABELS)},
+        "truncated": truncated,
+        "model_name": [info.name] * len(flat),
+        "model_version": [info.version] * len(flat),
+    }
+    sentence_table = pa.Table.from_pydict(columns, schema=SENTENCE_SCHEMA)
+
+    summary_rows: list[dict[str, Any]] = []
+    warnings = sum(1 for r in rejects if r["severity"] == WARNING)
+    offset = 0
+    for document, sentences, cut in documents:
+        rows = slice(offset, offset + len(sentences))
+        offset += len(sentences)
+        hits, kinds, cut_rows = strategy_hits[rows], commitment_index[rows], truncated[rows]
+        if cut_rows.any():
+            indexes = [s.index for s, flag in zip(sentences, cut_rows, strict=True) if flag]
+            if not cut:
+                warnings += 1
+            rejects.append(
+                _reject(
+                    document.id,
+                    f"{len(indexes)} sentence(s) over the model's token limit were truncated "
+                    f"(sentence indexes {indexes})",
+                    WARNING,
+                )
+            )
+        summary_rows.append(
+            {
+                "doc_id": document.id,
+                "title": document.title,
+                "date": document.date,
+                "sentences": len(sentences),
+                **{f"strategy_{label}": int(hits[:, j].sum()) for j, label in enumerate(STRATEGY_LABELS)},
+                "strategy_none": int((~hits.any(axis=1)).sum()),
+                **{f"commitment_{c}": int((kinds == j).sum()) for j, c in enumerate(COMMITMENT_LABELS)},
+                "truncated": cut,
+                "truncated_sentences": int(cut_rows.sum()),
+                "metadata": json.dumps(document.metadata, ensure_ascii=False, sort_keys=True, default=str),
+                "model_name": info.name,
+                "model_version": info.version,
+            }
+        )
+    return _ChunkTables(
+        sentences=sentence_table,
+        summary=pa.Table.from_pylist(summary_rows, schema=SUMMARY_SCHEMA),
+        rejects=rejects,
+        documents=len(items),
+        labelled=len(documents),
+        rejected=sum(1 for r in rejects if r["severity"] == REJECTED),
+        warnings=warnings,
+    )
+
+
+# --- the resumable run ----------------------------------------------------------------------------------
+
+
+def _run_settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig) -> dict[str, Any]:
+    """Everything that changes the rows; a partial run is resumed only under identical settings."""
+    return {
+        "format": _FORMAT_VERSION,
+        "model": asdict(info),
+        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads"}),
+        "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
+    }
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _item_digest(item: object) -> str:
+    if isinstance(item, Document):
+        payload = item.model_dump_json()
+    else:
+        payload = json.dumps(_reader_reject(item), sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _chunk_digest(items: Sequence[object]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(_item_digest(item).encode())
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
+    """Create the work folder, or check that the one there belongs to a run with the same settings."""
+    manifest = partial / _MANIFEST
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text(encoding="utf-8"))
+        changed = _differences(stored, settings)
+        if changed:
+            raise LabelRunMismatch(
+                f"{partial}: an interrupted run with other arguments is there "
+                f"(differs in {', '.join(changed)}); rerun with the arguments it was started with, "
+                f"or delete {partial} to start over"
+            )
+    else:
+        if partial.exists():  # killed before its manifest was written: nothing in it was committed
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        _write_atomic(manifest, json.dumps(settings, indent=2, sort_keys=True))
+    for leftover in partial.glob(".chunk-*.tmp"):  # a chunk that was being written when the run was killed
+        shutil.rmtree(leftover)
+
+
+def _chunk_dir(partial: Path, k: int) -> Path:
+    return partial / f"chunk-{k:06d}"
+
+
+def _commit_chunk(partial: Path, k: int, tables: _ChunkTables, digest: str) -> dict[str, Any]:
+    """Write one chunk to a temporary folder and rename it into place: a chunk is whole or absent."""
+    tmp = partial / f".chunk-{k:06d}.tmp"
+    tmp.mkdir()
+    pq.write_table(tables.sentences, tmp / "sentences.parquet")
+    pq.write_table(tables.summary, tmp / "summary.parquet")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tables.rejects)
+    (tmp / "rejects.jsonl").write_text(lines, encoding="utf-8")
+    card = {
+        "digest": digest,
+        "documents": tables.documents,
+        "labelled": tables.labelled,
+        "sentences": tables.sentences.num_rows,
+        "rejected": tables.rejected,
+        "warnings": tables.warnings,
+    }
+    (tmp / _CHUNK_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    for file in tmp.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.rename(tmp, _chunk_dir(partial, k))
+    return card
+
+
+def _chunks(documents: Iterable[object], size: int) -> Iterator[list[object]]:
+    iterator = iter(documents)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _progress(show: bool) -> Any:  # a rich Progress
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("labelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("documents · {task.fields[sentences]} sentences ({task.fields[rate]}/s)"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+
+
+def label_documents(
+    cfg: LabelConfig,
+    model: SentenceModel,
+    model_info: ModelInfo,
+    documents: Iterable[Document | Any],
+    segment_cfg: SegmentConfig,
+    *,
+    total_documents: int | None = None,
+    show_progress: bool = True,
+) -> LabelResult:
+    """Label every document (and list every reject) into `cfg.output`, its summary and its rejects file.
+
+    `documents` may hold readers' `Reject` items; they go straight to the rejects file. Rerun with the same
+    arguments after an interruption to resume. Raises `LabelRunMismatch` when a partial run with other
+    arguments is on disk, and `QuantizationOutOfTolerance` when int8 is asked for but changes too many labels.
+    """
+    if cfg.chunk_documents < 1:
+        raise ValueError(f"label.chunk_documents must be at least 1, got {cfg.chunk_documents}")
+    paths = LabelPaths.for_config(cfg)
+    partial = paths.partial
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    _open_partial(partial, _run_settings(cfg, model_info, segment_cfg))
+    predict = sentence_predictor(model, cfg)
+    if total_documents is None and isinstance(documents, Sequence):
+        total_documents = len(documents)
+
+    totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}
+    seen_ids: set[str] = set()
+    resumed = 0
+    n_chunks = 0
+    with _progress(show_progress) as progress:
+        task = progress.add_task("label", total=total_documents, sentences=0, rate="-")
+        labelled_sentences, labelling_seconds = 0, 0.0
+        for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
+            n_chunks = k + 1
+            digest = _chunk_digest(items)
+            done = _chunk_dir(partial, k)
+            if done.is_dir():
+                card = json.loads((done / _CHUNK_CARD).read_text(encoding="utf-8"))
+                if card["digest"] != digest:
+                    raise LabelRunMismatch(
+                        f"{partial}: the input differs from the interrupted run's at documents "
+                        f"{k * cfg.chunk_documents}..{k * cfg.chunk_documents + len(items) - 1}; "
+                        f"delete {partial} to start over"
+                    )
+                seen_ids.update(item.id for item in items if isinstance(item, Document))
+                resumed += 1
+            else:
+                started = progress.get_time()
+                tables = _label_chunk(items, predict, model_info, cfg, segment_cfg, seen_ids)
+                card = _commit_chunk(partial, k, tables, digest)
+                labelled_sentences += card["sentences"]
+                labelling_seconds += progress.get_time() - started
+            for key in totals:
+                totals[key] += card[key]
+            rate = f"{labelled_sentences / labelling_seconds:.0f}" if labelling_seconds > 0 else "-"
+            progress.update(task, advance=len(items), sentences=totals["sentences"], rate=rate)
+
+    extra = _chunk_dir(partial, n_chunks)
+    if extra.is_dir():
+        raise LabelRunMismatch(
+            f"{partial}: the interrupted run had more input than this one ({extra.name} is committed but the "
+            f"input ended after {n_chunks} chunk(s)); delete {partial} to start over"
+        )
+    _finish(partial, n_chunks, paths)
+    shutil.rmtree(partial)
+    return LabelResult(
+        **totals,
+        output=paths.output,
+        summary=paths.summary,
+        rejects=paths.rejects,
+        resumed_chunks=resumed,
+        quantization_disagreement=getattr(predict, "disagreement", None),
+    )
+
+
+# --- the final files ------------------------------------------------------------------------------------
+
+
+def _finish(partial: Path, n_chunks: int, paths: LabelPaths) -> None:
+    """Join the committed chunks into the final files; the sentence file is replaced last."""
+    chunks = [_chunk_dir(partial, k) for k in range(n_chunks)]
+    rejects = "".join((c / "rejects.jsonl").read_text(encoding="utf-8") for c in chunks)
+    paths.rejects.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(paths.rejects, rejects)
+    write_table_parts([c / "summary.parquet" for c in chunks], SUMMARY_SCHEMA, paths.summary)
+    write_table_parts([c / "sentences.parquet" for c in chunks], SENTENCE_SCHEMA, paths.output)
+
+
+def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) -> None:
+    """Stream parquet parts into one .parquet, .jsonl or .csv file, written aside and renamed into place."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    suffix = target.suffix.lower()
+    if suffix == ".parquet":
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(pq.read_table(part, schema=schema))
+    elif suffix == ".csv":
+        with pa_csv.CSVWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(pq.read_table(part, schema=schema))
+    elif suffix == ".jsonl":
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for part in parts:
+                for row in pq.read_table(part, schema=schema).to_pylist():
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        raise ValueError(f"{target}: unknown format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
+
+# --- finding the model ----------------------------------------------------------------------------------
+
+
+def _folder_digest(path: Path) -> str:
+    """A content digest of a model folder: its version when it is not in the registry."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[SentenceModel, ModelInfo]:
+    """Load a model from a folder, `runs:/<run_id>/<name>`, `models:/<name>@<alias>` or `models:/<name>/<n>`.
+
+    Registry URIs are pinned to a version before downloading, so the rows name the version that labelled
+    them even if the alias moves during the run. Downloads go to `download_dir` (default: a temporary folder
+    removed at exit).
+    """
+    if uri_or_path.startswith(("models:/", "runs:/")):
+        from mlflow import MlflowClient
+
+        from pipeline.tracking import download_model_folder
+
+        name, version, pinned = _registry_identity(uri_or_path, MlflowClient())
+        if download_dir is None:
+            download_dir = Path(tempfile.mkdtemp(prefix="ct-label-model-"))
+            atexit.register(shutil.rmtree, download_dir, True)
+        folder = download_model_folder(pinned, Path(download_dir))
+        return load_model(folder), ModelInfo(name=name, version=version, uri=uri_or_path)
+    folder = Path(uri_or_path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"label.model {uri_or_path!r}: no such model folder, and not a models:/ or runs:/ URI"
+        )
+    info = ModelInfo(name=folder.resolve().name, version=_folder_digest(folder), uri=uri_or_path)
+    return load_model(folder), info
+
+
+def _registry_identity(uri: str, client: Any) -> tuple[str, str, str]:
+    """(name, version, a URI pinned to that version) for a models:/ or runs:/ URI."""
+    if uri.startswith("runs:/"):
+        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
+        if not run_id or not artifact:
+            raise ValueError(f"label.model {uri!r}: expected runs:/<run_id>/<model name>")
+        return artifact.strip("/"), f"run-{run_id}", uri
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+        if not version.isdigit():
+            raise ValueError(f"label.model {uri!r}: expected models:/<name>/<version number> or …@<alias>")
+    else:
+        raise ValueError(f"label.model {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, version, f"models:/{name}/{version}"

@@ -1,0 +1,287 @@
+"""Labelled sentences on disk: validation with line numbers, document-grouped splits, HF `datasets`.
+
+The format (see data/README.md): JSONL, one sentence per line with `id`, `doc_id`, `text`, `strategy` (list),
+`commitment`, and optional context fields (`sentence_index`, `category`, `year`, ...). Training refuses a file
+with any bad line, and every split the project makes itself keeps a document whole, so that sentences of one
+document never sit on both sides of an evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import ValidationError
+
+from pipeline.schema import LabelledSentence, SentenceText, with_context
+
+if TYPE_CHECKING:
+    import datasets
+
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "doc_id", "text", "strategy", "commitment")
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One bad line (or, with line 0, a problem of the whole file)."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.message}" if self.line else f"{self.source}: {self.message}"
+
+
+class LabelledDataError(ValueError):
+    """Labelled data that training must refuse; `problems` lists every bad line."""
+
+    def __init__(self, problems: Sequence[DataProblem], shown: int = 20) -> None:
+        self.problems = list(problems)
+        lines = [str(p) for p in self.problems[:shown]]
+        if len(self.problems) > shown:
+            lines.append(f"... and {len(self.problems) - shown} more")
+        super().__init__(f"{len(self.problems)} problem(s) in labelled data:\n" + "\n".join(lines))
+
+
+def _describe(error: ValidationError) -> list[str]:
+    out = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "line"
+        if item["type"] == "missing":
+            out.append(f"missing field {field!r}")
+        else:
+            # the schema's own validators already name the unknown label and the allowed set
+            message = str(item["msg"]).removeprefix("Value error, ")
+            out.append(f"field {field!r}: {message}")
+    return out
+
+
+Numbered = list[tuple[int, LabelledSentence]]
+
+
+def _parse_numbered(lines: Iterable[str], source: str) -> tuple[Numbered, list[DataProblem]]:
+    good: list[tuple[int, LabelledSentence]] = []
+    problems: list[DataProblem] = []
+    first_line_of: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(DataProblem(source, number, f"bad JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(record, dict):
+            message = f"expected a JSON object, got {type(record).__name__}"
+            problems.append(DataProblem(source, number, message))
+            continue
+        try:
+            sentence = LabelledSentence.model_validate(record)
+        except ValidationError as exc:
+            problems.extend(DataProblem(source, number, m) for m in _describe(exc))
+            continue
+        if not sentence.text.strip():
+            problems.append(DataProblem(source, number, "field 'text' is empty"))
+            continue
+        if sentence.id in first_line_of:
+            first = first_line_of[sentence.id]
+            message = f"duplicate id {sentence.id!r} (first on line {first})"
+            problems.append(DataProblem(source, number, message))
+            continue
+        first_line_of[sentence.id] = number
+        good.append((number, sentence))
+    return good, problems
+
+
+def parse_labelled_lines(
+    lines: Iterable[str], source: str = "<input>"
+) -> tuple[list[LabelledSentence], list[DataProblem]]:
+    """Parse JSONL lines; return the good sentences and one problem per bad line (1-based line numbers).
+
+    Checks: valid JSON object, required fields present, known labels, non-empty text, ids unique in the input.
+    Blank lines are allowed and skipped.
+    """
+    good, problems = _parse_numbered(lines, source)
+    return [sentence for _, sentence in good], problems
+
+
+def _read_numbered(path: Path) -> tuple[Numbered, list[DataProblem]]:
+    if not path.is_file():
+        return [], [DataProblem(str(path), 0, "file not found")]
+    with path.open(encoding="utf-8") as handle:
+        return _parse_numbered(handle, str(path))
+
+
+def check_labelled_file(path: Path | str) -> tuple[list[LabelledSentence], list[DataProblem]]:
+    """Read and check one labelled JSONL file without raising on bad lines."""
+    good, problems = _read_numbered(Path(path))
+    return [sentence for _, sentence in good], problems
+
+
+def check_splits(
+    splits: Mapping[str, Sequence[Path | str]],
+) -> tuple[dict[str, list[LabelledSentence]], list[DataProblem]]:
+    """Check several named splits (e.g. {"train": [a, b], "dev": [c]}) together.
+
+    Beyond each file's own checks: an id may appear only once over all files, and a document may belong to
+    only one split (several files of the same split may share a document).
+    """
+    out: dict[str, list[LabelledSentence]] = {}
+    problems: list[DataProblem] = []
+    id_seen: dict[str, str] = {}
+    doc_split: dict[str, tuple[str, str]] = {}
+    for split, paths in splits.items():
+        out[split] = []
+        for path in map(Path, paths):
+            good, file_problems = _read_numbered(path)
+            problems.extend(file_problems)
+            for line, sentence in good:
+                if sentence.id in id_seen:
+                    message = f"duplicate id {sentence.id!r} (also in {id_seen[sentence.id]})"
+                    problems.append(DataProblem(str(path), line, message))
+                    continue
+                id_seen[sentence.id] = str(path)
+                owner_split, owner_file = doc_split.setdefault(sentence.doc_id, (split, str(path)))
+                if owner_split != split:
+                    message = (
+                        f"document {sentence.doc_id!r} is in split {split!r} and also in split "
+                        f"{owner_split!r} ({owner_file}); a document must stay in one split"
+                    )
+                    problems.append(DataProblem(str(path), line, message))
+                    continue
+                out[split].append(sentence)
+    return out, problems
+
+
+def read_labelled(path: Path | str) -> list[LabelledSentence]:
+    """Read one labelled JSONL file; raise `LabelledDataError` listing every bad line."""
+    sentences, problems = check_labelled_file(path)
+    if problems:
+        raise LabelledDataError(problems)
+    if not sentences:
+        raise LabelledDataError([DataProblem(str(path), 0, "no labelled sentences")])
+    return sentences
+
+
+def read_training_data(
+    train: Sequence[Path | str], dev: Path | str | None = None
+) -> tuple[list[LabelledSentence], list[LabelledSentence] | None]:
+    """Read train files (and optionally dev) for training.
+
+    Refuses (raises `LabelledDataError`) any bad line, a duplicate id, or a document in both splits.
+    """
+    splits: dict[str, Sequence[Path | str]] = {"train": list(train)}
+    if dev is not None:
+        splits["dev"] = [dev]
+    data, problems = check_splits(splits)
+    if problems:
+        raise LabelledDataError(problems)
+    for split, sentences in data.items():
+        if not sentences:
+            where = ", ".join(map(str, splits[split]))
+            raise LabelledDataError([DataProblem(where, 0, f"split {split!r} is empty")])
+    return data["train"], data.get("dev")
+
+
+def write_labelled(sentences: Iterable[LabelledSentence], path: Path | str) -> Path:
+    """Write sentences as JSONL (the same format `read_labelled` reads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for sentence in sentences:
+            handle.write(json.dumps(sentence.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
+    return path
+
+
+# --- document order and model inputs ------------------------------------------------------------------
+
+
+def in_document_order(sentences: Sequence[LabelledSentence]) -> list[LabelledSentence]:
+    """Sort by (doc_id, sentence_index); without an index a sentence keeps its input position."""
+
+    def key(i: int) -> tuple[str, int, int]:
+        index = sentences[i].sentence_index
+        return (sentences[i].doc_id, index if index is not None else i, i)
+
+    return [sentences[i] for i in sorted(range(len(sentences)), key=key)]
+
+
+def sentence_texts(sentences: Sequence[LabelledSentence]) -> list[SentenceText]:
+    """Model inputs with neighbours; pass sentences already in document order (see `in_document_order`)."""
+    return with_context((s.doc_id, s.text) for s in sentences)
+
+
+# --- document-grouped splits --------------------------------------------------------------------------
+
+
+def grouped_split(
+    sentences: Sequence[LabelledSentence], dev_fraction: float = 0.2, seed: int = 13
+) -> tuple[list[LabelledSentence], list[LabelledSentence]]:
+    """Split into (train, dev) by document: no document has sentences on both sides."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if len({s.doc_id for s in sentences}) < 2:
+        raise ValueError("a grouped split needs at least two documents")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=dev_fraction, random_state=seed)
+    groups = [s.doc_id for s in sentences]
+    train_idx, dev_idx = next(splitter.split(np.zeros(len(sentences)), groups=groups))
+    return [sentences[i] for i in train_idx], [sentences[i] for i in dev_idx]
+
+
+def grouped_folds(
+    sentences: Sequence[LabelledSentence], n_folds: int = 5, seed: int = 13
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds (train indices, held-out indices) that keep documents whole.
+
+    Stratified on commitment so that rare types (support, funding) appear in every held-out fold.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    groups = [s.doc_id for s in sentences]
+    y = [s.commitment for s in sentences]
+    return list(folds.split(np.zeros(len(sentences)), y, groups=groups))
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------------
+
+
+def to_dataset(sentences: Sequence[LabelledSentence]) -> datasets.Dataset:
+    """An HF `Dataset` with columns id, doc_id, sentence_index, text, strategy (list), commitment."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "doc_id": datasets.Value("string"),
+            "sentence_index": datasets.Value("int64"),
+            "text": datasets.Value("string"),
+            "strategy": datasets.Sequence(datasets.Value("string")),
+            "commitment": datasets.Value("string"),
+        }
+    )
+    columns: dict[str, list] = {name: [] for name in features}
+    for position, s in enumerate(sentences):
+        columns["id"].append(s.id)
+        columns["doc_id"].append(s.doc_id)
+        columns["sentence_index"].append(s.sentence_index if s.sentence_index is not None else position)
+        columns["text"].append(s.text)
+        columns["strategy"].append(list(s.strategy))
+        columns["commitment"].append(s.commitment)
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def load_dataset_dict(train: Sequence[Path | str], dev: Path | str | None = None) -> datasets.DatasetDict:
+    """Validated labelled files as an HF `DatasetDict` with "train" (and "dev")."""
+    import datasets
+
+    train_sentences, dev_sentences = read_training_data(train, dev)
+    splits = {"train": to_dataset(train_sentences)}
+    if dev_sentences is not None:
+        splits["dev"] = to_dataset(dev_sentences)
+    return datasets.DatasetDict(splits)

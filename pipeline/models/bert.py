@@ -1,0 +1,478 @@
+"""The main model: one shared BERT encoder with two heads, trained jointly.
+
+Commitment is a softmax over the five types (class-weighted or focal loss, the rare types matter most);
+strategy is three independent sigmoids with per-label thresholds tuned on dev. With `context` the previous and
+next sentence are read as a second segment. Any backbone works: an HF id (KB-BERT in production) or a folder
+such as the `pipeline pretrain` output; a masked-LM checkpoint loses its MLM head on load.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from pipeline.config import BertSpec, EvaluateConfig
+from pipeline.evaluate import evaluate_predictions, tune_thresholds
+from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.models.backbone import load_encoder, load_tokenizer, set_threads
+from pipeline.models.base import read_model_json, write_model_json
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    STRATEGY_LABELS,
+    HeadProbabilities,
+    LabelledSentence,
+    SentenceText,
+    commitment_indices,
+    strategy_matrix,
+)
+
+ENCODER_DIR = "encoder"
+HEADS_FILE = "heads.safetensors"
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+# --- the network ----------------------------------------------------------------------------------------
+
+
+class TwoHeadNetwork(nn.Module):
+    """Encoder -> sentence vector ([CLS] or mean over the sentence's own tokens) -> two linear heads."""
+
+    def __init__(self, encoder: PreTrainedModel, pooling: str, dropout: float) -> None:
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.commitment = nn.Linear(hidden, len(COMMITMENT_LABELS))
+        self.strategy = nn.Linear(hidden, len(STRATEGY_LABELS))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+        ).last_hidden_state
+        if self.pooling == "cls":
+            vector = hidden[:, 0]
+        else:  # context tokens inform the sentence's tokens through attention but are not averaged in
+            weights = batch["sentence_mask"].unsqueeze(-1).to(hidden.dtype)
+            vector = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        vector = self.dropout(vector)
+        return self.commitment(vector), self.strategy(vector)
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}.{key}": value
+            for name in ("commitment", "strategy")
+            for key, value in getattr(self, name).state_dict().items()
+        }
+
+
+# --- inputs ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """Token ids of one sentence (+ context), unpadded; padding happens per batch."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    sentence_mask: list[int]
+
+
+def encode_sentences(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], context: bool, max_length: int
+) -> list[Encoded]:
+    """Sentence as segment A; with `context`, "previous [SEP] next" as segment B (type 1)."""
+    texts = [s.text for s in sentences]
+    if context:
+        sep = tokenizer.sep_token
+        around = [f"{s.previous} {sep} {s.next}".strip() for s in sentences]
+        batch = tokenizer(texts, around, truncation="longest_first", max_length=max_length)
+    else:
+        batch = tokenizer(texts, truncation=True, max_length=max_length)
+    out = []
+    for i, ids in enumerate(batch["input_ids"]):
+        sequence = batch.sequence_ids(i)
+        # The shared tokenizers do not all mark segment B with type 1, so the types are set here.
+        first_b = next((k for k, seq in enumerate(sequence) if seq == 1), len(ids))
+        types = [0] * min(first_b, len(ids)) + [1] * max(0, len(ids) - first_b)
+        if context and first_b == len(ids) and len(ids) >= 2:  # empty segment B: its closing [SEP]
+            types[-1] = 1
+        sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
+        out.append(Encoded(list(ids), types, sentence_mask))
+    return out
+
+
+def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member (dynamic padding)."""
+    width = max(len(item.input_ids) for item in items)
+    n = len(items)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((n, width), dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    sentence_mask = torch.zeros((n, width), dtype=torch.long)
+    for row, item in enumerate(items):
+        k = len(item.input_ids)
+        input_ids[row, :k] = torch.tensor(item.input_ids)
+        token_type_ids[row, :k] = torch.tensor(item.token_type_ids)
+        attention_mask[row, :k] = 1
+        sentence_mask[row, :k] = torch.tensor(item.sentence_mask)
+    return {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "sentence_mask": sentence_mask,
+    }
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int = 512) -> list[list[int]]:
+    """Indices sorted by length (longest first) and cut so that rows x longest row <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and ((len(current) + 1) * width > max_tokens or len(current) >= max_rows):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of similar length: sort within random pools of 50 batches, then shuffle the batches.
+
+    Random batches pad every row to the longest of 16 random sentences; pooling by length keeps the
+    randomness but spends the CPU on real tokens.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+# --- scoring used for early stopping and thresholds ------------------------------------------------------
+
+
+def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentence]) -> dict[str, float]:
+    """Both heads' macro-F1 as the evaluation harness defines them (no bootstrap: this runs every epoch)."""
+    report = evaluate_predictions(gold, probabilities, EvaluateConfig(bootstrap_samples=0, top_errors=0))
+    return {key: report.metrics[key] for key in ("commitment_macro_f1", "strategy_macro_f1")}
+
+
+# --- losses ---------------------------------------------------------------------------------------------
+
+
+def _commitment_weights(gold: np.ndarray) -> torch.Tensor:
+    """Balanced class weights n / (k * count); a type absent from train gets weight 1."""
+    counts = np.bincount(gold, minlength=len(COMMITMENT_LABELS)).astype(float)
+    weights = np.where(counts > 0, len(gold) / (len(COMMITMENT_LABELS) * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _strategy_pos_weight(gold: np.ndarray) -> torch.Tensor:
+    """negatives / positives per label, capped: a rare label's positives count more, but not without bound."""
+    positives = gold.sum(axis=0).astype(float)
+    ratio = (len(gold) - positives) / np.maximum(positives, 1.0)
+    return torch.tensor(np.clip(ratio, 1.0, 20.0), dtype=torch.float32)
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, gamma: float
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): down-weights examples the model already gets right."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    log_pt = log_p.gather(1, target[:, None]).squeeze(1)
+    loss = -((1 - log_pt.exp()) ** gamma) * log_pt
+    if weight is not None:
+        loss = loss * weight[target]
+        return loss.sum() / weight[target].sum()
+    return loss.mean()
+
+
+# --- the model ------------------------------------------------------------------------------------------
+
+
+class BertTwoHeadModel:
+    """The SentenceModel for BERT: `fit` fine-tunes backbone and both heads; `save`/`load` an HF folder."""
+
+    kind = "bert"
+
+    def __init__(self, spec: BertSpec | None = None) -> None:
+        self.spec = spec or BertSpec()
+        self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
+        self.history_: list[dict[str, float]] = []
+
+    @classmethod
+    def from_spec(cls, spec: BertSpec) -> BertTwoHeadModel:
+        return cls(spec)
+
+    # building blocks
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        self._check_ready()
+        return self.tokenizer_
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        """bf16 (or fp16 if asked) on CUDA; full precision on CPU, where autocast is slower than float32."""
+        if self.device.type != "cuda" or self.spec.mixed_precision == "no":
+            return None
+        if self.spec.mixed_precision == "fp16":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _build(self, backbone: str | Path) -> None:
+        self.tokenizer_ = load_tokenizer(backbone)
+        encoder = load_encoder(backbone, dropout=self.spec.dropout)
+        limit = getattr(encoder.config, "max_position_embeddings", self.spec.max_length)
+        self.max_length_ = min(self.spec.max_length, limit)
+        self.network_ = TwoHeadNetwork(encoder, self.spec.pooling, self.spec.dropout).to(self.device)
+
+    def _check_ready(self) -> None:
+        if not hasattr(self, "network_"):
+            raise RuntimeError("BertTwoHeadModel is not fitted: call fit() or load() first")
+
+    def _inputs(
+        self, sentences: Sequence[LabelledSentence]
+    ) -> tuple[list[LabelledSentence], list[SentenceText]]:
+        ordered = in_document_order(sentences)
+        texts = sentence_texts(ordered)
+        if not self.spec.context:
+            texts = [SentenceText(text=t.text) for t in texts]
+        return ordered, texts
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay off for biases and LayerNorm; layer-wise lr decay from the top layer down."""
+        spec = self.spec
+        network = self.network_
+        layers = getattr(network.encoder.config, "num_hidden_layers", 0)
+        head_lr = spec.head_learning_rate or spec.learning_rate
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, parameter in network.named_parameters():
+            if name.startswith("encoder."):
+                if ".layer." in name:
+                    depth = layers - 1 - int(name.split(".layer.")[1].split(".")[0])
+                elif "embeddings" in name:
+                    depth = layers
+                else:
+                    depth = 0
+                lr = spec.learning_rate * spec.layerwise_lr_decay**depth
+            else:
+                lr = head_lr
+            decay = 0.0 if parameter.ndim < 2 or "LayerNorm" in name else spec.weight_decay
+            groups.setdefault((lr, decay), []).append(parameter)
+        return [{"params": p, "lr": lr, "weight_decay": decay} for (lr, decay), p in groups.items()]
+
+    # the protocol
+
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> Self:
+        """Fine-tune; with `dev`, keep the epoch with the best mean macro-F1, stop after `patience` worse."""
+        if not train:
+            raise ValueError("BertTwoHeadModel.fit: no training sentences")
+        spec = self.spec
+        set_threads(spec.threads)
+        random.seed(spec.seed)
+        np.random.seed(spec.seed)
+        torch.manual_seed(spec.seed)
+        self._build(spec.backbone)
+        network = self.network_
+        device = self.device
+
+        ordered, texts = self._inputs(train)
+        encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
+        y_commitment = commitment_indices([s.commitment for s in ordered])
+        y_strategy = strategy_matrix([s.strategy for s in ordered])
+        commitment_weight = (
+            _commitment_weights(y_commitment).to(device) if spec.commitment_loss != "plain" else None
+        )
+        pos_weight = _strategy_pos_weight(y_strategy).to(device) if spec.strategy_pos_weight else None
+        target_c = torch.tensor(y_commitment)
+        target_s = torch.tensor(y_strategy, dtype=torch.float32)
+
+        steps_per_epoch = math.ceil(len(encoded) / (spec.batch_size * spec.gradient_accumulation))
+        total_steps = max(1, steps_per_epoch * spec.epochs)
+        optimizer = torch.optim.AdamW(self._parameter_groups())
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(spec.warmup_fraction * total_steps), total_steps
+        )
+        amp = self._autocast_dtype()
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        shuffler = torch.Generator().manual_seed(spec.seed)
+
+        best_score, best_state, best_thresholds, stale = -math.inf, None, self.strategy_thresholds_, 0
+        self.history_ = []
+        for epoch in range(1, spec.epochs + 1):
+            network.train()
+            batches = training_batches([len(e.input_ids) for e in encoded], spec.batch_size, shuffler)
+            epoch_loss = 0.0
+            for k, rows in enumerate(batches):
+                batch = {
+                    key: t.to(device)
+                    for key, t in collate([encoded[i] for i in rows], self._pad_id()).items()
+                }
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits_c, logits_s = network(batch)
+                c_true, s_true = target_c[rows].to(device), target_s[rows].to(device)
+                if spec.commitment_loss == "focal":
+                    loss_c = focal_loss(logits_c, c_true, commitment_weight, spec.focal_gamma)
+                else:
+                    loss_c = F.cross_entropy(logits_c.float(), c_true, weight=commitment_weight)
+                loss_s = F.binary_cross_entropy_with_logits(logits_s.float(), s_true, pos_weight=pos_weight)
+                loss = (loss_c + loss_s) / spec.gradient_accumulation
+                scaler.scale(loss).backward()
+                epoch_loss += loss.item() * spec.gradient_accumulation
+                if (k + 1) % spec.gradient_accumulation == 0 or k + 1 == len(batches):
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            metrics: dict[str, float] = {"train_loss": epoch_loss / len(batches)}
+            if dev:
+                metrics.update(self._score_dev(dev))
+                score = metrics["dev_mean_macro_f1"]
+                if score > best_score:
+                    best_score, stale = score, 0
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in network.state_dict().items()})
+                    best_thresholds = self._dev_thresholds_
+                else:
+                    stale += 1
+            self.history_.append({"epoch": float(epoch), **metrics})
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if dev and stale >= spec.early_stopping_patience:
+                break
+        if best_state is not None:
+            network.load_state_dict(best_state)
+            self.strategy_thresholds_ = best_thresholds
+        network.eval()
+        return self
+
+    def _score_dev(self, dev: Sequence[LabelledSentence]) -> dict[str, float]:
+        """Dev macro-F1 at 0.5 and (if tuning) at thresholds tuned on dev; the mean of both heads decides."""
+        ordered, texts = self._inputs(dev)
+        probabilities = self.predict_proba(texts)
+        probabilities.strategy_thresholds = np.full(len(STRATEGY_LABELS), 0.5)
+        at_half = head_scores(probabilities, ordered)
+        metrics = {f"dev_{k}_at_0.5": v for k, v in at_half.items()}
+        self._dev_thresholds_ = probabilities.strategy_thresholds
+        if self.spec.tune_thresholds:
+            self._dev_thresholds_ = tune_thresholds(
+                probabilities.strategy, strategy_matrix([s.strategy for s in ordered])
+            )
+            probabilities.strategy_thresholds = self._dev_thresholds_
+        scores = head_scores(probabilities, ordered)
+        metrics.update({f"dev_{k}": v for k, v in scores.items()})
+        metrics["dev_mean_macro_f1"] = (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2
+        return metrics
+
+    def _pad_id(self) -> int:
+        return int(self.tokenizer_.pad_token_id)
+
+    def predict_proba(
+        self, sentences: Sequence[SentenceText], max_tokens_per_batch: int | None = None
+    ) -> HeadProbabilities:
+        """Probabilities for both heads; batches are length-sorted and capped by padded tokens."""
+        self._check_ready()
+        n = len(sentences)
+        strategy = np.zeros((n, len(STRATEGY_LABELS)), dtype=np.float64)
+        commitment = np.zeros((n, len(COMMITMENT_LABELS)), dtype=np.float64)
+        if n:
+            encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_)
+            budget = max_tokens_per_batch or self.spec.max_tokens_per_batch
+            batches = token_budget_batches([len(e.input_ids) for e in encoded], budget)
+            network, device, amp = self.network_, self.device, self._autocast_dtype()
+            was_training = network.training
+            network.eval()
+            with torch.inference_mode():
+                for rows in batches:
+                    batch = {
+                        k: t.to(device)
+                        for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()
+                    }
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        logits_c, logits_s = network(batch)
+                    commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
+                    strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
+            network.train(was_training)
+        return HeadProbabilities(
+            strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
+        )
+
+    def save(self, path: Path) -> None:
+        """An HF-style folder: encoder/ (safetensors + tokenizer), heads.safetensors, model.json."""
+        self._check_ready()
+        path = Path(path)
+        encoder_dir = path / ENCODER_DIR
+        encoder_dir.mkdir(parents=True, exist_ok=True)
+        self.network_.encoder.save_pretrained(str(encoder_dir))
+        self.tokenizer_.save_pretrained(str(encoder_dir))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.network_.head_state().items()},
+            str(path / HEADS_FILE),
+        )
+        write_model_json(
+            path,
+            self.kind,
+            spec=self.spec.model_dump(mode="json"),
+            commitment_labels=list(COMMITMENT_LABELS),
+            strategy_labels=list(STRATEGY_LABELS),
+            strategy_thresholds=self.strategy_thresholds_.tolist(),
+            max_length=self.max_length_,
+            encoder=ENCODER_DIR,
+            heads=HEADS_FILE,
+            history=self.history_,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        card = read_model_json(path)
+        if card.get("kind") != cls.kind:
+            raise ValueError(f"{path}: model.json kind is {card.get('kind')!r}, expected {cls.kind!r}")
+        for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
+            if tuple(card.get(key, ())) != labels:
+                raise ValueError(
+                    f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}"
+                )
+        model = cls(BertSpec.model_validate(card["spec"]))
+        model._build(path / card.get("encoder", ENCODER_DIR))
+        heads = load_file(str(path / card.get("heads", HEADS_FILE)))
+        for name in ("commitment", "strategy"):
+            getattr(model.network_, name).load_state_dict(
+                {key.split(".", 1)[1]: value for key, value in heads.items() if key.startswith(f"{name}.")}
+            )
+        model.network_.to(model.device).eval()
+        model.max_length_ = int(card.get("max_length", model.max_length_))
+        model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
+        model.history_ = list(card.get("history", []))
+        return model

@@ -1,0 +1,437 @@
+"""The data behind the review notebooks: runs, curves, per-class scores, aliases and labelled answers.
+
+The notebooks in `notebooks/` only choose parameters, call these functions and plot; everything that could
+be wrong (which columns, which metric names, how confidence is measured) lives here, where it is tested.
+Functions named `load_*` / `fetch_*` touch MLflow or files; the rest are pure functions of data frames.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# The headline numbers of a run, as `pipeline.evaluate` names them (optionally behind a `<model>.` prefix).
+KEY_METRICS: tuple[str, ...] = (
+    "commitment_macro_f1",
+    "strategy_macro_f1",
+    "commitment_accuracy",
+    "strategy_micro_f1",
+    "commitment_ece",
+)
+# Config params worth a column in the runs table (those a run did not log are left out).
+KEY_PARAMS: tuple[str, ...] = (
+    "train.model.kind",
+    "train.model.backbone",
+    "train.model.context",
+    "train.model.learning_rate",
+    "train.model.epochs",
+    "train.model.commitment_loss",
+    "pretrain.mode",
+    "data.train",
+)
+STRATEGY_PROBABILITIES: tuple[str, ...] = tuple(f"p_{label}" for label in STRATEGY_LABELS)
+COMMITMENT_PROBABILITIES: tuple[str, ...] = tuple(f"p_{label}" for label in COMMITMENT_LABELS)
+LABELLED_COLUMNS: tuple[str, ...] = (
+    "doc_id",
+    "index",
+    "text",
+    "strategy",
+    *STRATEGY_PROBABILITIES,
+    "commitment",
+    *COMMITMENT_PROBABILITIES,
+)
+_PER_CLASS = re.compile(
+    r"^(?:(?P<model>.+)\.)?(?P<head>commitment|strategy)_(?P<measure>f1|precision|recall)_(?P<label>[a-z_]+)$"
+)
+_MONTHS = (
+    "januari", "februari", "mars", "april", "maj", "juni",
+    "juli", "augusti", "september", "oktober", "november", "december",
+)  # fmt: skip
+_DATELINE = re.compile(r"den (\d{1,2}) (" + "|".join(_MONTHS) + r") (\d{4})", re.IGNORECASE)
+
+
+# --- experiments ----------------------------------------------------------------------------------------
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """All runs of an experiment as `mlflow.search_runs` returns them (newest first)."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    if MlflowClient().get_experiment_by_name(experiment) is None:
+        raise ValueError(
+            f"experiment {experiment!r} not found in the tracking store {mlflow.get_tracking_uri()}"
+        )
+    return mlflow.search_runs(experiment_names=[experiment], order_by=["start_time DESC"])
+
+
+def runs_table(
+    runs: pd.DataFrame, metrics: Sequence[str] = KEY_METRICS, params: Sequence[str] = KEY_PARAMS
+) -> pd.DataFrame:
+    """One row per run: name, stage, status, duration, the key params and every key metric (prefixed too)."""
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "run_name", "stage", "status", "start_time", "duration_s"])
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "run_name": runs.get("tags.mlflow.runName"),
+            "stage": runs.get("tags.stage"),
+            "parent_run_id": runs.get("tags.mlflow.parentRunId"),
+            "status": runs["status"],
+            "start_time": runs["start_time"],
+            "duration_s": (runs["end_time"] - runs["start_time"]).dt.total_seconds(),
+        }
+    )
+    for param in params:
+        if f"params.{param}" in runs:
+            table[param] = runs[f"params.{param}"]
+    metric_columns = [c for c in runs.columns if c.startswith("metrics.") and c.split(".")[-1] in metrics]
+    for column in sorted(metric_columns):
+        table[column.removeprefix("metrics.")] = runs[column]
+    return table.dropna(axis=1, how="all").reset_index(drop=True)
+
+
+def model_scores(
+    runs: pd.DataFrame, metrics: Sequence[str] = ("commitment_macro_f1", "strategy_macro_f1")
+) -> pd.DataFrame:
+    """Each scored model's headline numbers: run_id, run_name, model, metric, value, ci_low, ci_high.
+
+    A run that scored several models logs `<model>.<metric>`; a run that scored one logs `<metric>` and the
+    model is named after the run.
+    """
+    rows = []
+    for _, run in runs.iterrows():
+        for column, value in run.items():
+            if not (isinstance(column, str) and column.startswith("metrics.")) or pd.isna(value):
+                continue
+            key = column.removeprefix("metrics.")
+            model, _, metric = key.rpartition(".")
+            if metric not in metrics:
+                continue
+            rows.append(
+                {
+                    "run_id": run["run_id"],
+                    "run_name": run.get("tags.mlflow.runName"),
+                    "model": model or run.get("tags.mlflow.runName") or run["run_id"],
+                    "metric": metric,
+                    "value": float(value),
+                    "ci_low": run.get(f"{column}_ci_low"),
+                    "ci_high": run.get(f"{column}_ci_high"),
+                }
+            )
+    return pd.DataFrame(rows, columns=["run_id", "run_name", "model", "metric", "value", "ci_low", "ci_high"])
+
+
+def per_class_scores(runs: pd.DataFrame, measure: str = "f1") -> pd.DataFrame:
+    """Long table (run_id, run_name, model, head, label, value) of per-class scores of every scored model."""
+    known = {"commitment": set(COMMITMENT_LABELS), "strategy": set(STRATEGY_LABELS)}
+    rows = []
+    for _, run in runs.iterrows():
+        for column, value in run.items():
+            if not (isinstance(column, str) and column.startswith("metrics.")) or pd.isna(value):
+                continue
+            match = _PER_CLASS.match(column.removeprefix("metrics."))
+            if not match or match["measure"] != measure or match["label"] not in known[match["head"]]:
+                continue
+            rows.append(
+                {
+                    "run_id": run["run_id"],
+                    "run_name": run.get("tags.mlflow.runName"),
+                    "model": match["model"] or run.get("tags.mlflow.runName") or run["run_id"],
+                    "head": match["head"],
+                    "label": match["label"],
+                    "value": float(value),
+                }
+            )
+    return pd.DataFrame(rows, columns=["run_id", "run_name", "model", "head", "label", "value"])
+
+
+def fetch_metric_history(client: MlflowClient, run_ids: Sequence[str], min_steps: int = 2) -> pd.DataFrame:
+    """The curves: (run_id, key, step, value) of each metric logged at `min_steps` or more steps."""
+    rows = []
+    for run_id in run_ids:
+        for key in client.get_run(run_id).data.metrics:
+            history = client.get_metric_history(run_id, key)
+            if len(history) < min_steps:
+                continue
+            rows += [{"run_id": run_id, "key": key, "step": m.step, "value": m.value} for m in history]
+    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    return frame.sort_values(["run_id", "key", "step"]).reset_index(drop=True)
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[str]:
+    out = []
+    for item in client.list_artifacts(run_id, path or None):
+        out += _artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def fetch_evaluation_run_ids(client: MlflowClient, run_ids: Sequence[str]) -> list[str]:
+    """The runs (in the given order) that logged an evaluation: those with artifacts under `evaluation/`."""
+    return [run_id for run_id in run_ids if client.list_artifacts(run_id, "evaluation")]
+
+
+def fetch_evaluation_images(client: MlflowClient, run_id: str, dst: Path) -> list[Path]:
+    """Download a run's evaluation PNGs (confusion matrices, reliability diagrams) into `dst`."""
+    pngs = [p for p in _artifact_paths(client, run_id, "evaluation") if p.endswith(".png")]
+    return [
+        Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=p, dst_path=str(dst)))
+        for p in sorted(pngs)
+    ]
+
+
+def fetch_confident_errors(client: MlflowClient, run_id: str, dst: Path, top: int = 20) -> pd.DataFrame:
+    """The most confident errors a run's evaluation logged (`errors.csv`), most confident first, per model."""
+    frames = []
+    for path in _artifact_paths(client, run_id, "evaluation"):
+        if Path(path).name != "errors.csv":
+            continue
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
+        frame = pd.read_csv(local)
+        parent = Path(path).parent.name
+        frame.insert(0, "model", parent if parent != "evaluation" else "")
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(
+            columns=["model", "head", "confidence", "gold", "predicted", "id", "doc_id", "text"]
+        )
+    errors = pd.concat(frames, ignore_index=True)
+    return errors.sort_values("confidence", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def fetch_model_versions(client: MlflowClient, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Registered versions (name, version, aliases, run_id, created), limited to `run_ids` when given.
+
+    Champion and challenger are the versions whose `aliases` hold those names.
+    """
+    rows = []
+    aliases_by_name: dict[str, dict[str, int]] = {}
+    wanted = set(run_ids) if run_ids is not None else None
+    for version in client.search_model_versions():
+        if wanted is not None and version.run_id not in wanted:
+            continue
+        # search results leave `aliases` empty; the registered model holds them (alias -> version)
+        if version.name not in aliases_by_name:
+            held = client.get_registered_model(version.name).aliases or {}
+            aliases_by_name[version.name] = {alias: int(v) for alias, v in held.items()}
+        rows.append(
+            {
+                "name": version.name,
+                "version": int(version.version),
+                "aliases": ", ".join(
+                    sorted(a for a, v in aliases_by_name[version.name].items() if v == int(version.version))
+                ),
+                "run_id": version.run_id,
+                "created": pd.to_datetime(version.creation_timestamp, unit="ms"),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["name", "version", "aliases", "run_id", "created"])
+    return frame.sort_values(["name", "version"], ascending=[True, False]).reset_index(drop=True)
+
+
+def alias_versions(
+    versions: pd.DataFrame, aliases: Sequence[str] = ("champion", "challenger")
+) -> pd.DataFrame:
+    """Which version each alias points at, per registered model (a missing alias is absent)."""
+    rows = []
+    for _, row in versions.iterrows():
+        held = [a.strip() for a in str(row["aliases"]).split(",") if a.strip()]
+        rows += [
+            {"name": row["name"], "alias": a, "version": row["version"], "run_id": row["run_id"]}
+            for a in aliases
+            if a in held
+        ]
+    return pd.DataFrame(rows, columns=["name", "alias", "version", "run_id"])
+
+
+# --- labelled answers -----------------------------------------------------------------------------------
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    if suffix == ".csv":
+        return pd.read_csv(path, keep_default_na=False)
+    raise ValueError(f"{path}: unknown format {suffix!r}; expected .parquet, .jsonl or .csv")
+
+
+def summary_path(labelled: Path) -> Path:
+    """Where `pipeline.label` writes the per-document summary beside a labelled-sentences file."""
+    labelled = Path(labelled)
+    return labelled.with_name(f"{labelled.stem}.summary{labelled.suffix}")
+
+
+def load_labelled(path: Path) -> pd.DataFrame:
+    """A batch-labelling output (one row per sentence), with `strategy` as a list of labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labelled-sentences file not found (run `pipeline label` first)")
+    frame = _read_table(path)
+    missing = [c for c in LABELLED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a labelled-sentences file; missing column(s) {missing}")
+    frame["strategy"] = frame["strategy"].map(_strategy_list)
+    return frame
+
+
+def _strategy_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [label for label in value.split(";") if label]
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return []
+    return [str(label) for label in value]  # list, tuple or numpy array
+
+
+def load_summary(path: Path) -> pd.DataFrame | None:
+    """The per-document summary beside `path` (or at `path`), or None when there is none."""
+    path = Path(path)
+    candidate = path if ".summary" in path.name else summary_path(path)
+    return _read_table(candidate) if candidate.is_file() else None
+
+
+def answer_facts(sentences: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per answer: doc_id, title, minister, date, year.
+
+    The summary's document metadata wins (`minister`, or `answer.minister` as ingest writes it); where it is
+    silent, the minister is read from the signature line and the date from the dateline ("Stockholm den 12
+    mars 2025") that the segmenter marked.
+    """
+    facts = pd.DataFrame({"doc_id": pd.unique(sentences["doc_id"])})
+    facts["title"] = None
+    facts["minister"] = None
+    facts["date"] = None
+    role = sentences["role"] if "role" in sentences else pd.Series("", index=sentences.index)
+    for i, doc_id in enumerate(facts["doc_id"]):
+        rows = sentences[sentences["doc_id"] == doc_id]
+        signature = rows[role.loc[rows.index] == "signature"]["text"]
+        if len(signature):
+            facts.at[i, "minister"] = str(signature.iloc[0]).strip()
+        for text in rows[role.loc[rows.index] == "dateline"]["text"]:
+            facts.at[i, "date"] = _dateline_iso(str(text))
+    if summary is not None:
+        by_doc = summary.set_index("doc_id")
+        for i, doc_id in enumerate(facts["doc_id"]):
+            if doc_id not in by_doc.index:
+                continue
+            row = by_doc.loc[doc_id]
+            metadata = _metadata(row.get("metadata"))
+            facts.at[i, "title"] = row.get("title") or metadata.get("title")
+            answer = metadata.get("answer") if isinstance(metadata.get("answer"), dict) else {}
+            minister = metadata.get("minister") or answer.get("minister")
+            facts.at[i, "minister"] = minister or facts.at[i, "minister"]
+            facts.at[i, "date"] = row.get("date") or metadata.get("date") or facts.at[i, "date"]
+    dates = pd.to_datetime(facts["date"], errors="coerce")
+    facts["year"] = dates.dt.year.astype("Int64")
+    facts["minister"] = facts["minister"].fillna("(unknown)")
+    return facts
+
+
+def _metadata(value: object) -> dict:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _dateline_iso(text: str) -> str | None:
+    match = _DATELINE.search(text)
+    if not match:
+        return None
+    day, month, year = int(match[1]), _MONTHS.index(match[2].lower()) + 1, int(match[3])
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
+def label_counts(sentences: pd.DataFrame, facts: pd.DataFrame, by: str = "doc_id") -> pd.DataFrame:
+    """Sentences per strategy dimension and per commitment type, grouped by `by` (doc_id, minister or year).
+
+    Columns: `sentences`, one per strategy label (a sentence counts once per dimension it has), `no strategy`,
+    then one per commitment type.
+    """
+    if by not in ("doc_id", *facts.columns):
+        raise ValueError(f"cannot group by {by!r}; choose doc_id or one of {list(facts.columns)}")
+    frame = sentences.merge(facts, on="doc_id", how="left") if by != "doc_id" else sentences
+    keys = frame[by].astype("string").fillna("(unknown)")
+    out = pd.DataFrame({"sentences": frame.groupby(keys).size()})
+    for label in STRATEGY_LABELS:
+        out[label] = frame["strategy"].map(lambda labels, lab=label: lab in labels).groupby(keys).sum()
+    out["no strategy"] = frame["strategy"].map(lambda labels: len(labels) == 0).groupby(keys).sum()
+    for label in COMMITMENT_LABELS:
+        out[label] = (frame["commitment"] == label).groupby(keys).sum()
+    out.index.name = by
+    return out.astype(int)
+
+
+def sentence_confidence(sentences: pd.DataFrame) -> pd.DataFrame:
+    """Adds `commitment_confidence`, `strategy_confidence`, `confidence` (their minimum) and `weakest_head`.
+
+    Commitment confidence is the probability of the chosen type; a strategy decision's confidence is p when
+    the label was given and 1 - p when it was not; the sentence's strategy confidence is its least sure one.
+    """
+    out = sentences.copy()
+    out["commitment_confidence"] = out[list(COMMITMENT_PROBABILITIES)].max(axis=1)
+    decisions = pd.DataFrame(
+        {
+            label: out[f"p_{label}"].where(
+                out["strategy"].map(lambda ls, lab=label: lab in ls), 1 - out[f"p_{label}"]
+            )
+            for label in STRATEGY_LABELS
+        }
+    )
+    out["strategy_confidence"] = decisions.min(axis=1)
+    out["confidence"] = out[["commitment_confidence", "strategy_confidence"]].min(axis=1)
+    out["weakest_head"] = (out["strategy_confidence"] < out["commitment_confidence"]).map(
+        {True: "strategy", False: "commitment"}
+    )
+    return out
+
+
+def review_first(sentences: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The `n` sentences a reviewer should check first: the least confident, with what the model decided."""
+    scored = sentence_confidence(sentences)
+    columns = [
+        "doc_id",
+        "index",
+        "text",
+        "strategy",
+        "commitment",
+        "confidence",
+        "weakest_head",
+        "commitment_confidence",
+        "strategy_confidence",
+    ]
+    ranked = scored.sort_values(["confidence", "doc_id", "index"], kind="stable").head(n)
+    return ranked[[c for c in columns if c in ranked.columns]].reset_index(drop=True)
+
+
+def plot_label_counts(counts: pd.DataFrame, title: str) -> Figure:
+    """Two bar charts of a `label_counts` table: strategy dimensions beside stacked commitment types."""
+    import matplotlib.pyplot as plt
+
+    height = 0.4 * len(counts) + 2
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    counts[[*STRATEGY_LABELS, "no strategy"]].plot.barh(ax=left, title=f"{title}: strategy dimension")
+    counts[list(COMMITMENT_LABELS)].plot.barh(ax=right, stacked=True, title=f"{title}: commitment type")
+    for ax in (left, right):
+        ax.set_xlabel("sentences")
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,268 @@
+"""`pipeline run`: the stage list, one screen long.
+
+Each stage edge below reads its inputs from the paths in the config, calls the stage's pure function, writes
+its outputs to the configured paths (that is how artefacts pass between stages) and logs to MLflow. A
+`pipeline run` is one parent MLflow run with a nested run per stage; a single stage gets the same shape.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.config import ConfigError, PipelineConfig
+
+console = Console(stderr=True)
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_SOME_REJECTED = 3
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    exit_code: int = EXIT_OK
+    outputs: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class RunOutcome:
+    stages: list[StageOutcome] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        codes = [s.exit_code for s in self.stages]
+        failed = [c for c in codes if c not in (EXIT_OK, EXIT_SOME_REJECTED)]
+        return failed[0] if failed else max(codes, default=EXIT_OK)
+
+
+# --- stage edges ----------------------------------------------------------------------------------------
+
+
+def ingest_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline.io.ingest import ingest
+
+    result = ingest(config.ingest)
+    mlflow.log_metrics({"documents": result.documents, "rejected_documents": result.rejects})
+    _log_file(result.rejects_path, "rejects")
+    code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
+    return StageOutcome(
+        "ingest",
+        code,
+        {"documents": str(result.output), "rejects": str(result.rejects_path)},
+        f"{result.documents} documents -> {result.output}; {result.rejects} rejected -> {result.rejects_path}",
+    )
+
+
+def segment_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline.segment import segment_stage as segment
+
+    result = segment(config.segment)
+    mlflow.log_metrics({"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects})
+    _log_file(Path(config.segment.rejects), "rejects")
+    code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
+    return StageOutcome(
+        "segment",
+        code,
+        {"sentences": str(config.segment.output)},
+        f"{result.documents} documents -> {result.sentences} sentences -> {config.segment.output}",
+    )
+
+
+def pretrain_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline.models.pretrain import pretrain_backbone
+
+    result = pretrain_backbone(config.pretrain, on_metrics=lambda m, step: mlflow.log_metrics(m, step=step))
+    mlflow.log_metrics(
+        {
+            "heldout_loss": result.heldout_loss,
+            "heldout_perplexity": result.heldout_perplexity,
+            "steps": result.steps,
+            "steps_per_second": result.steps_per_second,
+            "minutes": result.minutes,
+        }
+    )
+    for name in ("config.json", "tokenizer_config.json", "pretrain.json"):
+        _log_file(Path(result.output_dir) / name, "backbone")
+    return StageOutcome(
+        "pretrain",
+        outputs={"backbone": str(result.output_dir)},
+        message=f"{result.steps} steps, held-out perplexity {result.heldout_perplexity:.1f} -> {result.output_dir}",
+    )
+
+
+def train_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.evaluate import evaluate_model
+    from pipeline.labelled_data import read_training_data
+    from pipeline.models.base import load_model
+    from pipeline.train import train_models
+
+    train, dev = read_training_data(config.data.train, config.data.dev)
+    tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
+    if dev:
+        tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
+    trained = train_models(config.train, train, dev, on_epoch=lambda epoch, m: tracking.log_epoch(m, epoch))
+    outputs: dict[str, str] = {}
+    for model in trained:
+        mlflow.log_metric(f"{model.name}.fit_seconds", model.seconds)
+        outputs[model.name] = str(model.path)
+        if not config.train.register_model:
+            continue
+        metrics = evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
+        card = tracking.write_model_card(
+            name=f"{config.tracking.registered_model} ({model.name})",
+            kind=model.kind,
+            data={"train": _describe(config.data.train, train), "dev": _describe([config.data.dev], dev or [])},
+            metrics=metrics,
+        )
+        info = tracking.log_sentence_model(model.path, model.name, config.segment, card=card)
+        if model.role == "model":
+            version = tracking.register(info.model_uri, config.tracking.registered_model)
+            outputs["registered_version"] = str(version)
+            console.print(
+                f"registered {config.tracking.registered_model} version {version} "
+                f"(alias {tracking.CHALLENGER})"
+            )
+    return StageOutcome("train", outputs=outputs, message=f"trained {', '.join(m.name for m in trained)}")
+
+
+def evaluate_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.evaluate import comparison_markdown, comparison_table, evaluate_models, write_report
+    from pipeline.labelled_data import read_labelled
+    from pipeline.models.base import MODEL_CARD_FILE
+
+    folders = [Path(p) for p in config.evaluate.models] or sorted(
+        p.parent for p in Path(config.train.output_dir).glob(f"*/{MODEL_CARD_FILE}")
+    )
+    if not folders:
+        raise FileNotFoundError(
+            f"evaluate: no saved models in {config.train.output_dir} (run `train` first or set evaluate.models)"
+        )
+    data_path = Path(config.evaluate.data or config.data.dev)
+    data = read_labelled(data_path)
+    tracking.log_dataset(data, data_path.stem, "eval", data_path)
+    reports = evaluate_models(folders, data, config.evaluate)
+    out = Path(config.evaluate.output_dir)
+    for name, report in reports.items():
+        tracking.log_evaluation(report, write_report(report, out / name), prefix=name)
+    if "model" in reports:  # the configured model's numbers, unprefixed, for the runs table in the UI
+        mlflow.log_metrics({k: float(v) for k, v in reports["model"].metrics.items()})
+    comparison = comparison_markdown(reports)
+    (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")
+    mlflow.log_text(comparison, "evaluation/comparison.md")
+    console.print(comparison_table(reports))
+    return StageOutcome("evaluate", outputs={"evaluation": str(out)}, message=f"scored {len(reports)} models")
+
+
+def label_stage(config: PipelineConfig) -> StageOutcome:
+    import mlflow
+
+    from pipeline.io.documents import read_documents
+    from pipeline.label import label_documents, resolve_model
+
+    model, info = resolve_model(config.label.model)
+    result = label_documents(config.label, model, info, read_documents(Path(config.label.input)), config.segment)
+    mlflow.log_metrics(
+        {
+            "documents": result.documents,
+            "labelled_documents": result.labelled,
+            "sentences": result.sentences,
+            "rejected_documents": result.rejected,
+            "truncated_documents": result.warnings,
+        }
+    )
+    mlflow.set_tags({"label.model_name": info.name, "label.model_version": info.version})
+    _log_file(result.summary, "labelling")
+    return StageOutcome(
+        "label",
+        result.exit_code,
+        {"labelled": str(result.output), "summary": str(result.summary)},
+        f"{result.sentences} sentences from {result.labelled} documents -> {result.output}"
+        + (f"; {result.rejected} rejected" if result.rejected else ""),
+    )
+
+
+STAGE_EDGES: dict[str, Callable[[PipelineConfig], StageOutcome]] = {
+    "ingest": ingest_stage,
+    "segment": segment_stage,
+    "pretrain": pretrain_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+    "label": label_stage,
+}
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+
+def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
+    """Run `stages` in order under one parent MLflow run; stop at the first failed stage."""
+    from pipeline import tracking
+
+    outcome = RunOutcome()
+    try:
+        tracking.configure_tracking(config.tracking, config.experiment_name())  # a dead server fails here
+        tracked = [s for s in stages if s != "retrain"]
+        if tracked:
+            with tracking.pipeline_run(config) as parent:
+                console.print(f"MLflow run {parent.info.run_id} in experiment {config.experiment_name()!r}")
+                for stage in tracked:
+                    console.rule(f"[bold]{stage}")
+                    with tracking.stage_run(config, stage):
+                        result = STAGE_EDGES[stage](config)
+                    outcome.stages.append(result)
+                    console.print(f"[green]{stage}[/green]: {result.message}", highlight=False)
+        if "retrain" in stages:  # the gate opens its own run, after the stages it may depend on
+            outcome.stages.append(_retrain(config))
+    except (ConfigError, FileNotFoundError, tracking.TrackingUnavailable, ValueError) as exc:
+        if os.environ.get("PIPELINE_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        code = EXIT_CONFIG if isinstance(exc, ConfigError | tracking.TrackingUnavailable) else EXIT_FAILED
+        outcome.stages.append(StageOutcome("error", code, message=str(exc)))
+    return outcome
+
+
+def _retrain(config: PipelineConfig) -> StageOutcome:
+    from pipeline.retrain import retrain
+
+    result = retrain(config)
+    return StageOutcome("retrain", result.exit_code, message=result.message)
+
+
+# --- small edges ----------------------------------------------------------------------------------------
+
+
+def _log_file(path: Path, folder: str) -> None:
+    import mlflow
+
+    if Path(path).is_file():
+        mlflow.log_artifact(str(path), folder)
+
+
+def _describe(paths: list[Path], sentences: list) -> str:
+    documents = len({s.doc_id for s in sentences})
+    return f"{', '.join(map(str, paths))}: {len(sentences)} sentences, {documents} documents"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `python -m pipeline run`")

@@ -1,0 +1,101 @@
+"""Cleaning: turn an exported or scraped text into plain paragraphs the splitter can trust.
+
+After `clean_text`, every remaining newline is a real line break (a paragraph, heading, list item or table
+row ends there): lines that were hard-wrapped inside a paragraph are joined. Sentence offsets throughout the
+pipeline refer to this cleaned text, so `clean_text` must stay deterministic; callers reproduce the text a
+sentence was cut from with `clean_text(document.text)`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from pipeline.io.html import html_to_text, looks_like_html
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Word/pandoc export artefacts such as "[bookmark: Start]" or "[image: logo.png]".
+_ARTEFACT = re.compile(r"\[(?:bookmark|image|anchor|pagebreak)(?::[^\]\n]*)?\]", re.IGNORECASE)
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+# Every horizontal space that is not a plain space: tab, NBSP, narrow NBSP, figure space, en/em spaces...
+_SPACES = re.compile("[\t\v\f\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_LINE_BREAKS = re.compile("\r\n?|[\u2028\u2029\u0085]")
+_RUNS_OF_SPACES = re.compile(r" {2,}")
+_SPACE_AROUND_NEWLINE = re.compile(r" *\n *")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+_ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# A single newline between two non-empty lines: the place where a hard wrap may have to be joined.
+_SINGLE_NEWLINE = re.compile(r"(?<=[^\n])\n(?=[^\n])")
+
+# A line that starts with one of these begins a new unit (list item, heading, table row, quoted speech).
+_LINE_MARKER = re.compile(
+    r"(?:[*•·▪◦‣\-–—]|#{1,6}|\d{1,3}[.)]|[a-zåäö][.)]|\([a-zåäö0-9]{1,3}\)|[IVX]{1,5}\.)(?:\s|$)|\|"
+)
+_OPENERS = "\"'”“„»«’‘([–—-"
+_SENTENCE_FINAL = ".!?…:;"
+_CLOSERS = "\"'”“»«’‘)]"
+# Words that cannot end a heading or a sentence: a line ending with one was wrapped mid-sentence.
+_CONTINUATION_WORDS = _words(
+    """av och att som i på för till med om den det de en ett från vid mot under eller samt men
+    utan inom över efter genom enligt mellan hos än då när där vilket vilka vilken sin sitt sina
+    dess deras vår vårt våra vi jag ni är var har hade ska skall kan kommer bör får måste inte
+    också även så både dels the of and januari februari mars april maj juni juli augusti september
+    oktober november december"""
+)
+
+
+def _keeps_line_break(previous: str, following: str) -> bool:
+    """Decide whether a single newline ends a unit (True) or is a hard wrap inside a paragraph (False)."""
+    if _LINE_MARKER.match(following) or previous.startswith(("#", "|")):
+        return True
+    head = following.lstrip(_OPENERS)
+    first = head[:1]
+    if not first or first.islower():
+        return False
+    last = previous.rstrip(_CLOSERS)[-1:]
+    if last and last in _SENTENCE_FINAL:
+        return True
+    if last in ",(/&+-–—" or previous.rsplit(" ", 1)[-1].lower() in _CONTINUATION_WORDS:
+        return False
+    # A line ending in a word, followed by a capitalised or numbered line: the first line was a heading
+    # or an item of an unmarked list ("37 Svenska institutet").
+    return first.isupper() or first.isdigit()
+
+
+def _join_hard_wraps(text: str) -> str:
+    def decide(match: re.Match[str]) -> str:
+        at = match.start()
+        line_start = text.rfind("\n", 0, at) + 1
+        line_end = text.find("\n", at + 1)
+        previous = text[line_start:at]
+        following = text[at + 1 : line_end if line_end != -1 else len(text)]
+        return "\n" if _keeps_line_break(previous, following) else " "
+
+    return _SINGLE_NEWLINE.sub(decide, text)
+
+
+def clean_text(raw: str, *, join_hard_wrapped_lines: bool = True) -> str:
+    """Plain text with paragraphs separated by blank lines, single spaces, no invisible characters.
+
+    Removes export artefacts, HTML tags and entities, soft hyphens and zero-width characters; turns
+    non-breaking and other odd spaces into plain spaces; joins lines hard-wrapped inside a paragraph.
+    """
+    text = raw
+    if looks_like_html(text):
+        text, _ = html_to_text(text)
+    elif "&" in text and _ENTITY.search(text):
+        text = html.unescape(text)
+    text = _ARTEFACT.sub("", text)
+    text = _INVISIBLE.sub("", text)
+    text = _LINE_BREAKS.sub("\n", text)
+    text = _SPACES.sub(" ", text)
+    text = _RUNS_OF_SPACES.sub(" ", text)
+    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
+    text = _MANY_NEWLINES.sub("\n\n", text).strip()
+    if join_hard_wrapped_lines:
+        text = _join_hard_wraps(text)
+    return text

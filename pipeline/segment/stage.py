@@ -1,0 +1,125 @@
+"""The segment stage: documents in, sentences (with offsets into the cleaned text and a role) out.
+
+Offsets refer to the cleaned text, which is `clean_text(document.text, join_hard_wrapped_lines=...)` with
+the stage's `SegmentConfig`; `segment` also returns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import SegmentConfig
+from pipeline.io.documents import read_documents
+from pipeline.io.jsonl import write_jsonl
+from pipeline.io.rejects import Reject, write_rejects
+from pipeline.schema import Document, Sentence
+from pipeline.segment.answer import AnswerMetadata, assign_roles, describe_answer
+from pipeline.segment.clean import clean_text
+from pipeline.segment.splitter import split_sentences
+
+
+class EmptyDocumentError(ValueError):
+    """The document has no text left after cleaning."""
+
+
+@dataclass(frozen=True)
+class SegmentedDocument:
+    """A document cut into sentences, with the cleaned text the offsets point into."""
+
+    document: Document  # a copy; metadata["answer"] is set when the text is a minister's answer
+    cleaned_text: str
+    sentences: list[Sentence]
+    answer: AnswerMetadata | None
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    documents: int
+    sentences: int
+    rejects: int
+    output: Path
+    rejects_path: Path
+
+
+def _limit_length(text: str, spans: list[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:
+    """Cut spans longer than `max_chars` at the last space before the limit (run-on tables, lists)."""
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        while end - start > max_chars:
+            cut = text.rfind(" ", start + 1, start + max_chars)
+            if cut == -1:
+                cut = start + max_chars
+            out.append((start, cut))
+            start = cut
+            while start < end and text[start].isspace():
+                start += 1
+        out.append((start, end))
+    return out
+
+
+def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
+    """Clean, split and give each sentence a role; raise `EmptyDocumentError` when nothing is left."""
+    cleaned = clean_text(document.text, join_hard_wrapped_lines=cfg.join_hard_wrapped_lines)
+    if not cleaned:
+        raise EmptyDocumentError(f"document {document.id!r}: no text left after cleaning")
+    spans = _limit_length(cleaned, split_sentences(cleaned), cfg.max_sentence_chars)
+    roles = assign_roles(cleaned, spans, answer_structure=cfg.detect_answer_structure)
+    answer = describe_answer(cleaned) if cfg.detect_answer_structure else None
+    sentences = [
+        Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role)
+        for i, ((s, e), role) in enumerate(zip(spans, roles, strict=True))
+    ]
+    enriched = document
+    if answer is not None:
+        enriched = document.model_copy(
+            update={"metadata": {**document.metadata, "answer": answer.as_metadata()}}
+        )
+        if enriched.date is None and answer.date:
+            enriched.date = answer.date
+    return SegmentedDocument(enriched, cleaned, sentences, answer)
+
+
+def segment_document(document: Document, cfg: SegmentConfig) -> list[Sentence]:
+    """The sentences of one document (offsets into `clean_text(document.text)`)."""
+    return segment(document, cfg).sentences
+
+
+def segment_documents(documents: Iterable[Document], cfg: SegmentConfig) -> Iterator[Sentence | Reject]:
+    """Sentences of every document in order; a document that cannot be segmented becomes a `Reject`."""
+    for document in documents:
+        try:
+            yield from segment(document, cfg).sentences
+        except EmptyDocumentError as exc:
+            yield Reject(id=document.id, source="segment", reason=str(exc))
+
+
+def segment_stage(cfg: SegmentConfig) -> SegmentResult:
+    """Read `cfg.input` documents, write `cfg.output` sentences JSONL and `cfg.rejects`."""
+    rejects: list[Reject] = []
+    documents = 0
+
+    def accepted() -> Iterator[Document]:
+        nonlocal documents
+        for item in read_documents(cfg.input):
+            if isinstance(item, Reject):
+                rejects.append(item)
+            else:
+                documents += 1
+                yield item
+
+    sentences = 0
+
+    def kept() -> Iterator[Sentence]:
+        nonlocal sentences
+        for item in segment_documents(accepted(), cfg):
+            if isinstance(item, Reject):
+                rejects.append(item)
+            else:
+                sentences += 1
+                yield item
+
+    write_jsonl(cfg.output, (s.model_dump(mode="json") for s in kept()))
+    write_rejects(cfg.rejects, rejects)
+    return SegmentResult(documents, sentences, len(rejects), cfg.output, cfg.rejects)

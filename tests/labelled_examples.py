@@ -1,0 +1,105 @@
+"""Constructed labelled sentences for the evaluation helper's tests (written for the tests, not from any source).
+
+Six short documents; every commitment type and every strategy label occurs at least twice, so tiny models can
+be trained on them and grouped splits have something to group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.schema import LabelledSentence
+
+# (doc_id, text, strategy, commitment) - constructed Swedish sentences
+CONSTRUCTED: list[tuple[str, str, list[str], str]] = [
+    (
+        "doc-a",
+        "Regeringen avsätter 40 miljoner kronor till kommunernas förebyggande arbete.",
+        ["forebygga"],
+        "funding",
+    ),
+    ("doc-a", "Hotbilden mot Sverige beskrivs som förhöjd.", [], "none"),
+    ("doc-a", "Anhöriga som är oroliga kan få stöd till samtal med en rådgivare.", ["forebygga"], "support"),
+    ("doc-a", "Tack för frågan.", [], "none"),
+    ("doc-b", "En utredare ska föreslå skärpta regler om sprängämnen.", ["forsvara"], "pending_proposal"),
+    ("doc-b", "Säkerhetspolisen har fått i uppdrag att förhindra terrorbrott.", ["forhindra"], "institution"),
+    ("doc-b", "Våldsbejakande extremism är ett hot mot demokratin.", [], "none"),
+    (
+        "doc-b",
+        "Anslaget till polisens kontraterrorism höjs med 25 miljoner kronor.",
+        ["forhindra"],
+        "funding",
+    ),
+    (
+        "doc-c",
+        "Förslaget om skydd av offentliga platser bereds nu i departementet.",
+        ["forsvara"],
+        "pending_proposal",
+    ),
+    ("doc-c", "Skolor får vägledning om hur radikalisering kan upptäckas.", ["forebygga"], "support"),
+    ("doc-c", "Det är viktigt att vi står enade.", [], "none"),
+    ("doc-c", "En ny myndighet har inrättats för att samordna krisberedskapen.", ["forsvara"], "institution"),
+    ("doc-d", "Regeringen avser att skärpa straffen för terroristbrott.", ["forhindra"], "pending_proposal"),
+    ("doc-d", "Frågan ställdes av en ledamot.", [], "none"),
+    (
+        "doc-d",
+        "Kommunerna får bidrag för att förebygga och försvåra attacker.",
+        ["forebygga", "forsvara"],
+        "funding",
+    ),
+    ("doc-d", "Polisen ansvarar för att förhindra attacker mot folksamlingar.", ["forhindra"], "institution"),
+    ("doc-e", "Stockholm den 3 maj.", [], "none"),
+    (
+        "doc-e",
+        "Utbildning erbjuds till socialtjänsten om avhopp från extrema miljöer.",
+        ["forebygga"],
+        "support",
+    ),
+    (
+        "doc-e",
+        "Kontrollen av vapen vid gränsen ska ses över i en utredning.",
+        ["forsvara"],
+        "pending_proposal",
+    ),
+    ("doc-e", "Detta är en allvarlig fråga för hela samhället.", [], "none"),
+    ("doc-f", "Medel tillförs Säkerhetspolisen för att förhindra terrorism.", ["forhindra"], "funding"),
+    (
+        "doc-f",
+        "Ett nationellt center har inrättats mot våldsbejakande extremism.",
+        ["forebygga"],
+        "institution",
+    ),
+    ("doc-f", "Handboken ger stöd till kommuner som möter radikalisering.", ["forebygga"], "support"),
+    (
+        "doc-f",
+        "Arbetet ska förebygga, förhindra och försvåra.",
+        ["forebygga", "forhindra", "forsvara"],
+        "none",
+    ),
+]
+
+
+def constructed_sentences() -> list[LabelledSentence]:
+    """The constructed set as LabelledSentence objects, with ids `doc#index`."""
+    out: list[LabelledSentence] = []
+    counters: dict[str, int] = {}
+    for doc_id, text, strategy, commitment in CONSTRUCTED:
+        index = counters.get(doc_id, 0)
+        counters[doc_id] = index + 1
+        out.append(
+            LabelledSentence(
+                id=f"{doc_id}#{index}",
+                doc_id=doc_id,
+                text=text,
+                strategy=list(strategy),
+                commitment=commitment,
+                sentence_index=index,
+            )
+        )
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path

@@ -1,0 +1,270 @@
+"""The two-head BERT model end to end on a micro backbone pretrained here, in seconds.
+
+Every sentence below is constructed for the tests from templates; none comes from a corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import AutoModel
+
+from pipeline.config import BackboneSize, BertSpec, PretrainConfig, TokenizerConfig
+from pipeline.models import load_model
+from pipeline.models.base import SentenceModel, write_model_json
+from pipeline.models.bert import (
+    BertTwoHeadModel,
+    encode_sentences,
+    head_scores,
+    token_budget_batches,
+    training_batches,
+)
+from pipeline.models.pretrain import pretrain_backbone
+from pipeline.schema import LabelledSentence, SentenceText
+
+TOPICS = {
+    "forebygga": ["radikalisering bland unga", "avhopparverksamheten", "det förebyggande arbetet i skolan"],
+    "forhindra": ["terroristbrott", "underrättelsearbetet", "lagföring av terrorresor"],
+    "forsvara": [
+        "skyddet av offentliga platser",
+        "kontrollen av sprängämnen",
+        "säkerhetsskyddet på flygplatser",
+    ],
+}
+TEMPLATES = {
+    "funding": "Regeringen avsätter {n} miljoner kronor till {topic}.",
+    "pending_proposal": "En särskild utredare ska föreslå hur {topic} kan skärpas.",
+    "support": "Anhöriga kan få stöd och vägledning om {topic}.",
+    "institution": "Myndigheten har fått i uppdrag att samordna {topic}.",
+    "none": "Hotet mot Sverige är fortsatt allvarligt enligt bedömningen {n}.",
+}
+
+
+def constructed_labelled(n_docs: int, seed: int, prefix: str) -> list[LabelledSentence]:
+    rng = random.Random(seed)
+    out = []
+    for d in range(n_docs):
+        for i in range(6):
+            commitment = rng.choice(list(TEMPLATES))
+            strategy = [] if commitment == "none" else [rng.choice(list(TOPICS))]
+            topic = rng.choice(TOPICS[strategy[0]]) if strategy else ""
+            text = TEMPLATES[commitment].format(n=rng.randint(2, 90), topic=topic)
+            out.append(
+                LabelledSentence(
+                    id=f"{prefix}{d}#{i}",
+                    doc_id=f"{prefix}{d}",
+                    sentence_index=i,
+                    text=text,
+                    strategy=strategy,
+                    commitment=commitment,
+                )
+            )
+    return out
+
+
+TRAIN = constructed_labelled(30, seed=1, prefix="train")
+DEV = constructed_labelled(8, seed=2, prefix="dev")
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT pretrained for 30 steps on constructed documents."""
+    root = tmp_path_factory.mktemp("backbone")
+    corpus = root / "corpus.jsonl"
+    rng = random.Random(0)
+    extra = constructed_labelled(60, seed=3, prefix="corpus")
+    with corpus.open("w", encoding="utf-8") as handle:
+        for _ in range(60):
+            sentences = rng.sample(extra, 8)
+            handle.write(json.dumps({"text": " ".join(s.text for s in sentences)}, ensure_ascii=False) + "\n")
+    cfg = PretrainConfig(
+        corpus=[corpus],
+        output_dir=root / "out",
+        tokenizer=TokenizerConfig(vocab_size=300),
+        size=BackboneSize(layers=2, hidden=32, heads=2, intermediate=64, max_positions=128),
+        block_size=32,
+        batch_size=8,
+        max_steps=30,
+        checkpoint_every=100,
+        heldout_fraction=0.2,
+        threads=1,
+    )
+    return pretrain_backbone(cfg).output_dir
+
+
+def micro_spec(backbone: Path, **changes: object) -> BertSpec:
+    values: dict = {
+        "backbone": str(backbone),
+        "context": True,
+        "pooling": "mean",
+        "max_length": 64,
+        "epochs": 6,
+        "batch_size": 16,
+        "learning_rate": 2e-3,
+        "warmup_fraction": 0.1,
+        "early_stopping_patience": 10,
+        "threads": 1,
+        "seed": 7,
+    }
+    values.update(changes)
+    return BertSpec(**values)
+
+
+@pytest.fixture(scope="module")
+def fitted(backbone: Path) -> tuple[BertTwoHeadModel, list[tuple[int, dict[str, float]]]]:
+    epochs: list[tuple[int, dict[str, float]]] = []
+    model = BertTwoHeadModel.from_spec(micro_spec(backbone)).fit(
+        TRAIN, DEV, on_epoch=lambda e, m: epochs.append((e, m))
+    )
+    return model, epochs
+
+
+def dev_inputs() -> list[SentenceText]:
+    from pipeline.labelled_data import sentence_texts
+
+    return sentence_texts(DEV)  # DEV is built in document order
+
+
+def test_fit_learns_the_constructed_cues(fitted: tuple[BertTwoHeadModel, list]) -> None:
+    model, epochs = fitted
+    assert isinstance(model, SentenceModel) and model.kind == "bert"
+    assert [e for e, _ in epochs] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "dev_commitment_macro_f1", "dev_strategy_macro_f1", "dev_mean_macro_f1"} <= epochs[
+        0
+    ][1].keys()
+    probs = model.predict_proba(dev_inputs())
+    assert probs.commitment.shape == (len(DEV), 5) and probs.strategy.shape == (len(DEV), 3)
+    np.testing.assert_allclose(probs.commitment.sum(axis=1), 1.0, atol=1e-5)
+    scores = head_scores(probs, DEV)
+    # Chance is about 0.2 (commitment) and 0.3 (strategy); the cue words make both learnable.
+    assert scores["commitment_macro_f1"] > 0.6
+    assert scores["strategy_macro_f1"] > 0.5
+    best = max(m["dev_mean_macro_f1"] for _, m in epochs)
+    assert (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2 == pytest.approx(best, abs=1e-9)
+
+
+def test_saved_model_reloads_in_a_fresh_process_with_identical_predictions(
+    fitted: tuple[BertTwoHeadModel, list], tmp_path: Path
+) -> None:
+    model, _ = fitted
+    folder = tmp_path / "model"
+    model.save(folder)
+    card = json.loads((folder / "model.json").read_text())
+    assert (
+        card["kind"] == "bert" and card["spec"]["context"] is True and len(card["strategy_thresholds"]) == 3
+    )
+    assert (folder / "encoder" / "model.safetensors").is_file() and (folder / "heads.safetensors").is_file()
+    assert AutoModel.from_pretrained(str(folder / "encoder")).config.hidden_size == 32
+
+    inputs = dev_inputs()
+    (tmp_path / "inputs.json").write_text(json.dumps([[s.text, s.previous, s.next] for s in inputs]))
+    script = (
+        "import json, sys, numpy as np\n"
+        "from pipeline.models import load_model\n"
+        "from pipeline.schema import SentenceText\n"
+        "rows = json.load(open(sys.argv[2]))\n"
+        "p = load_model(sys.argv[1]).predict_proba([SentenceText(*r) for r in rows])\n"
+        "np.savez(sys.argv[3], strategy=p.strategy, commitment=p.commitment,\n"
+        "         thresholds=p.strategy_thresholds)\n"
+    )
+    out = tmp_path / "fresh.npz"
+    subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(tmp_path / "inputs.json"), str(out)],
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    fresh = np.load(out)
+    here = model.predict_proba(inputs)
+    np.testing.assert_allclose(fresh["commitment"], here.commitment, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fresh["strategy"], here.strategy, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(fresh["thresholds"], here.strategy_thresholds)
+    reloaded = load_model(folder).predict_proba(inputs)
+    assert reloaded.commitment_labels() == here.commitment_labels()
+    assert reloaded.strategy_labels() == here.strategy_labels()
+
+
+def test_predictions_do_not_depend_on_order_or_batch_size(fitted: tuple[BertTwoHeadModel, list]) -> None:
+    model, _ = fitted
+    inputs = dev_inputs()
+    reference = model.predict_proba(inputs)
+    permutation = np.random.default_rng(0).permutation(len(inputs))
+    shuffled = model.predict_proba([inputs[i] for i in permutation], max_tokens_per_batch=40)
+    np.testing.assert_allclose(shuffled.commitment, reference.commitment[permutation], atol=1e-5)
+    np.testing.assert_allclose(shuffled.strategy, reference.strategy[permutation], atol=1e-5)
+    assert model.predict_proba([]).commitment.shape == (0, 5)
+
+
+def test_context_is_segment_b_and_mean_pooling_reads_the_sentence_only(
+    fitted: tuple[BertTwoHeadModel, list],
+) -> None:
+    model, _ = fitted
+    tokenizer = model.tokenizer
+    [alone] = encode_sentences(
+        tokenizer, [SentenceText("Myndigheten samordnar.")], context=False, max_length=64
+    )
+    [framed] = encode_sentences(
+        tokenizer,
+        [SentenceText("Myndigheten samordnar.", "Hotet är allvarligt.", "")],
+        context=True,
+        max_length=64,
+    )
+    assert set(alone.token_type_ids) == {0}
+    n = len(alone.input_ids)
+    assert framed.input_ids[:n] == alone.input_ids  # [CLS] sentence [SEP] comes first, unchanged
+    assert set(framed.token_type_ids[:n]) == {0} and set(framed.token_type_ids[n:]) == {1}
+    assert sum(framed.sentence_mask) == n - 2  # the sentence's own tokens, no specials, no context
+
+
+@given(st.lists(st.integers(1, 60), max_size=80), st.integers(1, 500))
+def test_token_budget_batches_cover_every_row_once_within_budget(lengths: list[int], budget: int) -> None:
+    batches = token_budget_batches(lengths, budget)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
+
+
+@given(st.lists(st.integers(1, 60), max_size=300), st.integers(1, 20), st.integers(0, 5))
+def test_training_batches_are_an_epoch_of_similar_lengths(lengths: list[int], size: int, seed: int) -> None:
+    batches = training_batches(lengths, size, torch.Generator().manual_seed(seed))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(0 < len(b) <= size for b in batches)
+    assert batches == training_batches(lengths, size, torch.Generator().manual_seed(seed))
+
+
+def test_focal_loss_cls_pooling_and_accumulation_train_without_dev(backbone: Path) -> None:
+    spec = micro_spec(
+        backbone,
+        context=False,
+        pooling="cls",
+        commitment_loss="focal",
+        gradient_accumulation=2,
+        epochs=2,
+        layerwise_lr_decay=0.8,
+        head_learning_rate=3e-3,
+    )
+    model = BertTwoHeadModel.from_spec(spec).fit(TRAIN[:40])
+    assert len(model.history_) == 2 and "dev_mean_macro_f1" not in model.history_[0]
+    np.testing.assert_array_equal(model.strategy_thresholds_, [0.5, 0.5, 0.5])
+    assert np.isfinite(model.predict_proba(dev_inputs()[:5]).strategy).all()
+
+
+def test_clear_errors(backbone: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BertTwoHeadModel.from_spec(micro_spec(backbone)).predict_proba([SentenceText("Text.")])
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        BertTwoHeadModel.from_spec(micro_spec(tmp_path / "nowhere" / "backbone")).fit(TRAIN[:5])
+    write_model_json(tmp_path / "other", "tfidf")
+    with pytest.raises(ValueError, match="kind is 'tfidf'"):
+        BertTwoHeadModel.load(tmp_path / "other")
+    with pytest.raises(ValueError, match="no training sentences"):
+        BertTwoHeadModel.from_spec(micro_spec(backbone)).fit([])
