@@ -151,6 +151,48 @@ def export_for_annotation(
     return write_annotation_csv(rows, path)
 
 
+def read_sentences(path: Path | str) -> list[LabelledSentence | Sentence]:
+    """Sentences to export from a JSONL file: segmenter output (`Sentence`) or labelled sentences."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: sentences file not found")
+    out: list[LabelledSentence | Sentence] = []
+    problems: list[DataProblem] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                kind = LabelledSentence if isinstance(record, dict) and "commitment" in record else Sentence
+                out.append(kind.model_validate(record))
+            except (json.JSONDecodeError, ValidationError) as exc:
+                problems.append(DataProblem(str(path), number, f"not a sentence: {str(exc).splitlines()[0]}"))
+    if problems:
+        raise LabelledDataError(problems)
+    return out
+
+
+def export_annotation_file(
+    sentences: Path | str,
+    output: Path | str,
+    model: SentenceModel | Path | str | None = None,
+    *,
+    include_labels: bool = False,
+    limit: int | None = None,
+) -> int:
+    """`pipeline annotate export SENTENCES OUTPUT [--model FOLDER]`: returns the number of rows written."""
+    if isinstance(model, str | Path):
+        from pipeline.models.base import load_model
+
+        model = load_model(model)
+    rows = annotation_rows(read_sentences(sentences), model, include_labels=include_labels, limit=limit)
+    write_annotation_csv(rows, output)
+    return len(rows)
+
+
 # --- import ------------------------------------------------------------------------------------------
 
 
@@ -236,6 +278,12 @@ class ImportResult:
     unchanged: int = 0
     unannotated: int = 0
     total: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.unannotated} rows not yet annotated; {self.total} labelled sentences in all"
+        )
 
 
 def merge_annotations(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,7 +36,7 @@ def _config(path: Path, overrides: list[str] | None, stages: list[str]) -> Pipel
         config = load_config(path, overrides or [])
         check_inputs(config, stages)
     except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        err.print(f"[red]config error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return config
 
@@ -126,7 +127,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
     try:
         check_inputs(cfg, list(cfg.stages))
     except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        err.print(f"[red]config error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     outcome = run_stages(cfg, list(cfg.stages))
     raise typer.Exit(outcome.exit_code)
@@ -183,7 +184,16 @@ def validate_data(files: Annotated[list[Path], typer.Argument(help="Labelled JSO
     err.print(f"[green]ok[/green]: {', '.join(map(str, files))}")
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' per-file bars only bury them."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

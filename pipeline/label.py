@@ -272,15 +272,27 @@ class _BertPredictor:
         self.model = None  # the float32 copy is no longer needed; free its memory
 
     def _truncated(self, sentences: Sequence[SentenceText]) -> np.ndarray:
-        """Sentences whose own tokens do not fit the model's max_length (context is cut first, silently)."""
+        """Sentences the model read only in part: fewer of their own tokens kept than they have.
+
+        Context (the neighbours, for context models) is cut as the model needs; that is not flagged.
+        """
         model = self.quantized or self.model
         if not sentences:
             return np.zeros(0, dtype=bool)
-        counts = model.tokenizer(
-            [s.text for s in sentences], add_special_tokens=False, return_attention_mask=False
-        )["input_ids"]
-        room = int(model.max_length_) - 2  # [CLS] and [SEP]
-        return np.fromiter((len(ids) > room for ids in counts), dtype=bool, count=len(sentences))
+        own = np.array(
+            [
+                len(ids)
+                for ids in model.tokenizer([s.text for s in sentences], add_special_tokens=False)["input_ids"]
+            ]
+        )
+        if model.spec.context:
+            from pipeline.models.bert import encode_sentences
+
+            encoded = encode_sentences(model.tokenizer, sentences, True, model.max_length_)
+            kept = np.array([sum(e.sentence_mask) for e in encoded])
+        else:
+            kept = np.minimum(own, int(model.max_length_) - 2)  # room left by [CLS] and [SEP]
+        return own > kept
 
 
 def quantize_dynamic_int8(model: Any) -> Any:
@@ -575,9 +587,11 @@ def label_documents(
 ) -> LabelResult:
     """Label every document (and list every reject) into `cfg.output`, its summary and its rejects file.
 
-    `documents` may hold readers' `Reject` items; they go straight to the rejects file. Rerun with the same
-    arguments after an interruption to resume. Raises `LabelRunMismatch` when a partial run with other
-    arguments is on disk, and `QuantizationOutOfTolerance` when int8 is asked for but changes too many labels.
+    `documents` may hold readers' `Reject` items; they go straight to the rejects file. `total_documents` is
+    for the progress bar's ETA only (default: the length of `documents`, or a count of `cfg.input`).
+    Rerun with the same arguments after an interruption to resume. Raises `LabelRunMismatch` when a partial
+    run with other arguments is on disk, and `QuantizationOutOfTolerance` when int8 is asked for but changes
+    too many labels.
     """
     if cfg.chunk_documents < 1:
         raise ValueError(f"label.chunk_documents must be at least 1, got {cfg.chunk_documents}")
@@ -586,8 +600,8 @@ def label_documents(
     partial.parent.mkdir(parents=True, exist_ok=True)
     _open_partial(partial, _run_settings(cfg, model_info, segment_cfg))
     predict = sentence_predictor(model, cfg)
-    if total_documents is None and isinstance(documents, Sequence):
-        total_documents = len(documents)
+    if total_documents is None:
+        total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
 
     totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}
     seen_ids: set[str] = set()
@@ -637,6 +651,22 @@ def label_documents(
         resumed_chunks=resumed,
         quantization_disagreement=getattr(predict, "disagreement", None),
     )
+
+
+def count_documents(path: Path) -> int | None:
+    """About how many documents `path` holds (JSONL lines, files in a folder), for an ETA; None if unknown."""
+    from pipeline.io.jsonl import is_jsonl, iter_lines
+
+    path = Path(path)
+    try:
+        if path.is_file():
+            return sum(1 for _ in iter_lines(path)) if is_jsonl(path) else 1
+        if path.is_dir():
+            files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+            return sum(sum(1 for _ in iter_lines(p)) if is_jsonl(p) else 1 for p in files)
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 # --- the final files ------------------------------------------------------------------------------------

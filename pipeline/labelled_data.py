@@ -158,6 +158,13 @@ def check_splits(
     return out, problems
 
 
+def validate_files(paths: Sequence[Path | str]) -> list[DataProblem]:
+    """`pipeline validate-data`: check files as separate splits (each file's lines, ids unique over all
+    files, no document in two files). An empty list means the data is fit for training."""
+    _, problems = check_splits({str(path): [path] for path in paths})
+    return problems
+
+
 def read_labelled(path: Path | str) -> list[LabelledSentence]:
     """Read one labelled JSONL file; raise `LabelledDataError` listing every bad line."""
     sentences, problems = check_labelled_file(path)

@@ -190,6 +190,32 @@ def write_state(path: Path, state: Mapping[str, object]) -> None:
     os.replace(tmp, path)
 
 
+def last_completed(config: PipelineConfig) -> dict[str, object]:
+    """The last completed retrain: the state file, or else the newest finished `retrain` run in MLflow (so a
+    CI runner that starts without the state file still skips unchanged data)."""
+    state = read_state(config.retrain.state_file)
+    if state.get("data_digest"):
+        return state
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_names=[config.experiment_name()],
+        filter_string="attributes.status = 'FINISHED' and tags.`retrain.data_digest` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not runs:
+        return {}
+    run = runs[0]
+    finished = datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC)
+    return {
+        "data_digest": run.data.tags["retrain.data_digest"],
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "run_id": run.info.run_id,
+    }
+
+
 def _ensure_stderr_logging() -> None:
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -286,11 +312,11 @@ def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
     files = [*map(Path, config.data.train), Path(config.data.dev)]
     files += [eval_path] if eval_path not in files else []
     digest = data_digest(files)
-    state = read_state(cfg.state_file)
-    if state.get("data_digest") == digest and not cfg.force:
+    last = last_completed(config)
+    if last.get("data_digest") == digest and not cfg.force:
         return RetrainOutcome(
             RetrainStatus.SKIPPED,
-            f"labelled data unchanged since {state.get('finished_at', 'the last run')} "
+            f"labelled data unchanged since {last.get('finished_at', 'the last run')} "
             f"(digest {digest[:12]}); nothing to do (use --force to retrain anyway)",
             champion_version=tracking.get_alias_version(name, tracking.CHAMPION),
         )

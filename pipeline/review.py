@@ -329,15 +329,26 @@ def answer_facts(sentences: pd.DataFrame, summary: pd.DataFrame | None = None) -
                 continue
             row = by_doc.loc[doc_id]
             metadata = _metadata(row.get("metadata"))
-            facts.at[i, "title"] = row.get("title") or metadata.get("title")
+            facts.at[i, "title"] = _first(row.get("title"), metadata.get("title"))
             answer = metadata.get("answer") if isinstance(metadata.get("answer"), dict) else {}
             minister = metadata.get("minister") or answer.get("minister")
-            facts.at[i, "minister"] = minister or facts.at[i, "minister"]
-            facts.at[i, "date"] = row.get("date") or metadata.get("date") or facts.at[i, "date"]
+            facts.at[i, "minister"] = _first(minister, facts.at[i, "minister"])
+            facts.at[i, "date"] = _first(row.get("date"), metadata.get("date"), facts.at[i, "date"])
     dates = pd.to_datetime(facts["date"], errors="coerce")
     facts["year"] = dates.dt.year.astype("Int64")
     facts["minister"] = facts["minister"].fillna("(unknown)")
     return facts
+
+
+def _first(*values: object) -> object:
+    """The first value that is present (not None, NaN or blank)."""
+    for value in values:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            continue
+        if isinstance(value, str) and not value.strip():
+            continue
+        return value
+    return None
 
 
 def _metadata(value: object) -> dict:

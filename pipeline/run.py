@@ -236,7 +236,7 @@ def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
     except (ConfigError, FileNotFoundError, tracking.TrackingUnavailable, ValueError) as exc:
         if os.environ.get("PIPELINE_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         code = EXIT_CONFIG if isinstance(exc, ConfigError | tracking.TrackingUnavailable) else EXIT_FAILED
         outcome.stages.append(StageOutcome("error", code, message=str(exc)))
     return outcome

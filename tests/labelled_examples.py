@@ -1,4 +1,4 @@
-"""Constructed labelled sentences for the evaluation helper's tests (written for the tests, not from any source).
+"""Constructed labelled sentences for the evaluation tests (written for them, taken from no source).
 
 Six short documents; every commitment type and every strategy label occurs at least twice, so tiny models can
 be trained on them and grouped splits have something to group.

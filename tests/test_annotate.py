@@ -15,6 +15,7 @@ from pipeline.annotate import (
     agreement_between_files,
     agreement_table,
     annotation_rows,
+    export_annotation_file,
     export_for_annotation,
     import_annotations,
     read_annotation_csv,
@@ -68,6 +69,26 @@ def test_unlabelled_segmenter_sentences_can_be_exported() -> None:
     assert rows[0]["next"] == "Regeringen har inrättat ett center."
 
 
+def test_export_file_reads_segmenter_output_and_a_saved_model(tmp_path: Path) -> None:
+    model_dir = tmp_path / "keyword"
+    KeywordModel.from_file(REPO / "configs" / "lexicon.yaml").fit(constructed_sentences()).save(model_dir)
+    sentences = [
+        Sentence(doc_id="svar-2", index=i, start=0, end=1, text=text)
+        for i, text in enumerate(["Stockholm den 1 juni.", "Regeringen satsar 5 miljoner kronor på stöd."])
+    ]
+    source = tmp_path / "sentences.jsonl"
+    source.write_text("".join(s.model_dump_json() + "\n" for s in sentences), encoding="utf-8")
+
+    assert export_annotation_file(source, tmp_path / "out.csv", model=model_dir) == 2
+    rows = {r["id"]: r for r in read_rows(tmp_path / "out.csv")}
+    assert rows["svar-2#1"]["predicted_commitment"] == "funding"
+    assert rows["svar-2#0"]["next"] == sentences[1].text
+
+    source.write_text('{"doc_id": "x"}\n', encoding="utf-8")
+    with pytest.raises(LabelledDataError, match=":1: not a sentence"):
+        export_annotation_file(source, tmp_path / "out.csv")
+
+
 def test_export_then_import_reproduces_the_labels(tmp_path: Path) -> None:
     sentences = constructed_sentences()
     exported = export_for_annotation(sentences, tmp_path / "review.csv", include_labels=True)
@@ -106,7 +127,11 @@ def test_bad_annotations_are_reported_by_line_and_nothing_is_written(tmp_path: P
 
     problems = read_annotation_csv(tmp_path / "batch.csv").problems
     assert [p.line for p in problems] == [3, 4, 5]
-    assert "pengar" in problems[0].message and "skydda" in problems[1].message and "duplicate" in problems[2].message
+    assert (
+        "pengar" in problems[0].message
+        and "skydda" in problems[1].message
+        and "duplicate" in problems[2].message
+    )
     with pytest.raises(LabelledDataError):
         import_annotations(tmp_path / "batch.csv", tmp_path / "labelled.jsonl")
     assert not (tmp_path / "labelled.jsonl").exists()
@@ -131,7 +156,9 @@ def test_conflicting_labels_need_overwrite_and_other_splits_keep_their_documents
 
 
 def label(i: int, strategy: list[str], commitment: str) -> LabelledSentence:
-    return LabelledSentence(id=f"d#{i}", doc_id="d", text=f"Mening {i}.", strategy=strategy, commitment=commitment)
+    return LabelledSentence(
+        id=f"d#{i}", doc_id="d", text=f"Mening {i}.", strategy=strategy, commitment=commitment
+    )
 
 
 def test_agreement_kappa_matches_a_hand_computation(tmp_path: Path) -> None:
@@ -162,5 +189,7 @@ def test_agreement_kappa_matches_a_hand_computation(tmp_path: Path) -> None:
     assert (report.sentences, report.only_in_a, report.only_in_b) == (6, 1, 0)
     assert agreement_table(report).row_count == 5
 
-    from_files = agreement_between_files(write_labelled(a, tmp_path / "a.jsonl"), write_labelled(b, tmp_path / "b.jsonl"))
+    from_files = agreement_between_files(
+        write_labelled(a, tmp_path / "a.jsonl"), write_labelled(b, tmp_path / "b.jsonl")
+    )
     assert from_files.commitment_kappa == pytest.approx(11 / 23)

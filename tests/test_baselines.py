@@ -11,8 +11,8 @@ from labelled_examples import constructed_sentences
 from pipeline.config import BertSpec, KeywordSpec, MajoritySpec, TfidfSpec
 from pipeline.labelled_data import sentence_texts
 from pipeline.models import load_model
-from pipeline.models.baselines import KeywordModel, MajorityModel, TfidfModel, parse_lexicon
 from pipeline.models.base import SentenceModel
+from pipeline.models.baselines import KeywordModel, MajorityModel, TfidfModel, parse_lexicon
 from pipeline.models.factory import build_model
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, SentenceText
 
@@ -81,6 +81,18 @@ def test_tfidf_learns_the_training_data_and_tunes_thresholds_on_dev() -> None:
     tuned = TfidfModel(min_df=1, C=10.0).fit(sentences[:16], dev=sentences[16:])
     assert tuned.strategy_thresholds_.tolist() != [0.5, 0.5, 0.5]
     assert ((tuned.strategy_thresholds_ > 0) & (tuned.strategy_thresholds_ < 1)).all()
+
+
+def test_tfidf_can_tune_thresholds_out_of_fold_without_dev(tmp_path: Path) -> None:
+    sentences = constructed_sentences()
+    model = TfidfModel(min_df=1, C=10.0, threshold_folds=3).fit(sentences)
+    assert model.strategy_thresholds_.tolist() != [0.5, 0.5, 0.5]
+    # same folds, same data: the thresholds are reproducible and survive save/load
+    again = TfidfModel(min_df=1, C=10.0, threshold_folds=3).fit(sentences[::-1])
+    np.testing.assert_array_equal(model.strategy_thresholds_, again.strategy_thresholds_)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").predict_proba(UNSEEN).strategy_thresholds,
+                                  model.strategy_thresholds_)  # fmt: skip
 
 
 def test_tfidf_with_context_reads_the_neighbours() -> None:

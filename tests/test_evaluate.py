@@ -1,4 +1,4 @@
-"""Evaluation: metrics agree with scikit-learn and hand computation; intervals resample documents; plots exist."""
+"""Evaluation: metrics match scikit-learn and hand counts; intervals resample documents; plots exist."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def test_metrics_agree_with_sklearn_and_hand_counts() -> None:
         assert m[f"commitment_f1_{label}"] == pytest.approx(value)
     assert m["commitment_macro_f1"] == pytest.approx(np.mean(list(f1s.values())))
     assert m["commitment_macro_f1"] == pytest.approx(
-        f1_score(gold_c, PREDICTED_COMMITMENT, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0)
+        f1_score(
+            gold_c, PREDICTED_COMMITMENT, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0
+        )
     )
     assert m["commitment_accuracy"] == pytest.approx(4 / 6)
     p, r, _, support = precision_recall_fscore_support(gold_c, PREDICTED_COMMITMENT, labels=["none"])
@@ -97,7 +99,12 @@ def test_metrics_agree_with_sklearn_and_hand_counts() -> None:
     assert m["strategy_exact_match"] == pytest.approx(4 / 6)
     assert (m["n_sentences"], m["n_documents"]) == (6, 3)
 
-    assert report.commitment_confusion[COMMITMENT_LABELS.index("institution")][COMMITMENT_LABELS.index("support")] == 1
+    assert (
+        report.commitment_confusion[COMMITMENT_LABELS.index("institution")][
+            COMMITMENT_LABELS.index("support")
+        ]
+        == 1
+    )
     assert report.strategy_confusion["forebygga"] == [[4, 1], [0, 1]]
 
 
@@ -140,7 +147,9 @@ def test_ece_is_zero_when_perfectly_calibrated_and_the_gap_otherwise() -> None:
     confidence = np.full(10, 0.7)
     correct = np.array([1] * 7 + [0] * 3)
     assert expected_calibration_error(calibration_bins(confidence, correct)) == pytest.approx(0.0)
-    assert expected_calibration_error(calibration_bins(np.full(10, 0.9), np.array([1, 0] * 5))) == pytest.approx(0.4)
+    assert expected_calibration_error(
+        calibration_bins(np.full(10, 0.9), np.array([1, 0] * 5))
+    ) == pytest.approx(0.4)
     # two bins: 0.2 with 1/5 positive (calibrated), 0.8 with 5/5 (gap 0.2) -> ECE 0.1
     probs = np.array([0.2] * 5 + [0.8] * 5)
     outcome = np.array([1, 0, 0, 0, 0] + [1] * 5)
@@ -159,8 +168,8 @@ def test_commitment_ece_uses_the_max_probability() -> None:
 def test_tune_thresholds_finds_the_separating_cut() -> None:
     probs = np.array([[0.1], [0.3], [0.35], [0.9]])
     gold = np.array([[0], [0], [1], [1]])
-    # every cut in (0.3, 0.35] separates the classes; of the grid points 0.325 and 0.35, the tie goes to the one
-    # nearer 0.5
+    # every cut in (0.3, 0.35] separates the classes; of the grid points 0.325 and 0.35 the tie goes to
+    # the one nearer 0.5
     assert tune_thresholds(probs, gold)[0] == pytest.approx(0.35)
     assert tune_thresholds(probs, np.zeros((4, 1), dtype=int))[0] == 0.5
 
@@ -171,10 +180,13 @@ def test_most_confident_errors_come_first() -> None:
     errors = evaluate_predictions(GOLD, probs, NO_BOOTSTRAP).errors
     commitment_errors = [e for e in errors if e["head"] == "commitment"]
     assert commitment_errors[0]["id"] == "b#1" and commitment_errors[0]["confidence"] == pytest.approx(0.99)
-    assert [e["confidence"] for e in commitment_errors] == sorted((e["confidence"] for e in commitment_errors),
-                                                                  reverse=True)  # fmt: skip
+    confidences = [e["confidence"] for e in commitment_errors]
+    assert confidences == sorted(confidences, reverse=True)
     strategy_errors = [e for e in errors if e["head"] == "strategy"]
-    assert {(e["id"], e["predicted"]) for e in strategy_errors} == {("a#1", "forebygga"), ("b#1", "not forsvara")}
+    assert {(e["id"], e["predicted"]) for e in strategy_errors} == {
+        ("a#1", "forebygga"),
+        ("b#1", "not forsvara"),
+    }
     assert strategy_errors[0]["confidence"] == pytest.approx(0.7)  # 1 - 0.3 beats 0.6
 
 
@@ -209,7 +221,9 @@ def test_models_are_scored_on_sentences_in_document_order(tmp_path: Path) -> Non
     assert list(reports) == ["keyword", "majority"]
     in_memory = evaluate_model(KeywordModel.from_file(lexicon).fit(sentences), sentences, cfg, name="keyword")
     assert reports["keyword"].metrics == in_memory.metrics
-    assert reports["keyword"].metrics["commitment_macro_f1"] > reports["majority"].metrics["commitment_macro_f1"]
+    assert (
+        reports["keyword"].metrics["commitment_macro_f1"] > reports["majority"].metrics["commitment_macro_f1"]
+    )
 
     table = comparison_table(reports)
     assert table.row_count == 2

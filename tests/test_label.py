@@ -7,6 +7,7 @@ constructed for these tests; none comes from a corpus.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from pipeline.label import (
     REJECTED,
     WARNING,
     LabelRunMismatch,
+    count_documents,
     label_disagreement,
     label_documents,
     resolve_model,
@@ -186,7 +188,7 @@ def test_every_document_is_labelled_or_listed_with_its_reason(tfidf_dir: Path, t
     summary = pd.read_json(result.summary, lines=True).set_index("doc_id")
     assert bool(summary.loc["long.txt"].truncated) and not bool(summary.loc["a.txt"].truncated)
     assert (result.documents, result.labelled, result.rejected, result.warnings) == (8, 3, 5, 1)
-    assert result.labelled + result.rejected == result.documents
+    assert result.labelled + result.rejected == result.documents == count_documents(folder)
     assert result.exit_code == EXIT_SOME_REJECTED
 
 
@@ -369,6 +371,19 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
     assert warning["id"] == "lång" and warning["severity"] == WARNING and "token limit" in warning["reason"]
     assert result.exit_code == EXIT_SOME_REJECTED and result.warnings == 1 and result.rejected == 0
     assert pd.read_parquet(result.summary).set_index("doc_id").loc["lång"].truncated_sentences == 1
+
+    # A context model reads "previous [SEP] next" as well; longest-first truncation then cuts the sentence
+    # itself once its neighbours are long, which is flagged too.
+    context_model = copy.copy(model)
+    context_model.spec = model.spec.model_copy(update={"context": True})
+    context_cfg = label_config(tmp_path, "bert-context.parquet", threads=1)
+    context = label_documents(
+        context_cfg, context_model, info, documents, SegmentConfig(), show_progress=False
+    )
+    context_rows = pd.read_parquet(context.output)
+    assert context_rows.truncated.sum() > 1
+    middle = context_rows[(context_rows.doc_id == "lång") & (context_rows["index"] == 0)]
+    assert middle.truncated.item()  # a short sentence whose neighbour is long
 
     int8_cfg = label_config(tmp_path, "bert-int8.parquet", threads=1, quantize="dynamic-int8")
     int8 = label_documents(int8_cfg, model, info, documents, SegmentConfig(), show_progress=False)

@@ -23,6 +23,7 @@ from pipeline.labelled_data import (
     read_training_data,
     sentence_texts,
     to_dataset,
+    validate_files,
     write_labelled,
 )
 from pipeline.schema import LabelledSentence
@@ -81,6 +82,16 @@ def test_a_document_in_two_splits_is_reported_where_it_reappears(tmp_path: Path)
     assert [s.id for s in data["dev"]] == ["doc-c#0"]
     with pytest.raises(LabelledDataError, match="must stay in one split"):
         read_training_data([train], dev)
+
+
+def test_validate_files_treats_each_file_as_a_split(tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", [good(0, "doc-a"), {**good(1, "doc-a"), "commitment": "x"}])
+    second = write_jsonl(tmp_path / "b.jsonl", [good(0, "doc-b"), good(1, "doc-a")])
+    problems = validate_files([first, second])
+    assert [(p.source, p.line) for p in problems] == [(str(first), 2), (str(second), 2)]
+    assert validate_files([first.with_name("none.jsonl")])[0].message == "file not found"
+    clean = write_jsonl(tmp_path / "c.jsonl", [good(0, "doc-c")])
+    assert validate_files([clean]) == []
 
 
 def test_an_id_repeated_across_files_is_reported(tmp_path: Path) -> None:

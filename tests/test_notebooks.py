@@ -71,9 +71,10 @@ def _build_store(root: Path) -> ReviewInputs:
         with tracking.stage_run(config, "train"):
             # A real curve: dev scores of TF-IDF fitted on a growing number of training documents.
             doc_ids = list(dict.fromkeys(s.doc_id for s in train))
-            for step, n_docs in enumerate(range(4, len(doc_ids) + 1, 2)):
+            for step, n_docs in enumerate(range(4, len(doc_ids) + 1, 3)):
                 subset = [s for s in train if s.doc_id in set(doc_ids[:n_docs])]
-                probs = TfidfModel(min_df=1, tune_thresholds=False).fit(subset).predict_proba(dev_texts)
+                curve_model = TfidfModel(min_df=1, char_ngrams=(3, 4), tune_thresholds=False)
+                probs = curve_model.fit(subset).predict_proba(dev_texts)
                 metrics = evaluate_predictions(dev, probs, quick).metrics
                 tracking.log_epoch(
                     {f"dev_{k}": metrics[k] for k in ("commitment_macro_f1", "strategy_macro_f1")}, step

@@ -162,3 +162,13 @@ def test_no_sentence_is_taken_from_the_shared_material(splits):
     ours = [r["text"] for rows in splits.values() for r in rows if len(r["text"]) > 40]
     copied = [t for t in ours if t in gold or t in seed]
     assert not copied, copied
+
+
+def test_the_training_reader_accepts_the_sample():
+    """The same files pass the project's own labelled-data reader (duplicates, split leakage, bad lines)."""
+    from pipeline.labelled_data import read_training_data
+
+    root = sample_dir()
+    train, dev = read_training_data([root / "labelled" / "train.jsonl"], root / "labelled" / "dev.jsonl")
+    assert len(train) == len(_jsonl(root / "labelled" / "train.jsonl"))
+    assert dev is not None and len(dev) == len(_jsonl(root / "labelled" / "dev.jsonl"))

@@ -87,11 +87,14 @@ def test_training_against_a_real_server_is_fully_tracked(
     # evaluate: metrics per model, files, classification report, the errors table
     evaluate_run = children["evaluate"]
     assert 0.0 <= evaluate_run.data.metrics["model.commitment_macro_f1"] <= 1.0
-    assert "majority.strategy_macro_f1" in evaluate_run.data.metrics
+    assert "baseline-majority.strategy_macro_f1" in evaluate_run.data.metrics
     listed = {a.path for a in client.list_artifacts(evaluate_run.info.run_id, "evaluation/model")}
     expected = {"report.json", "errors.csv", "confusion_commitment.png", "classification_report.md"}
     assert {f"evaluation/model/{name}" for name in expected} <= listed
-    assert "evaluation/model/most_confident_errors.json" in listed
+    majority = {
+        a.path for a in client.list_artifacts(evaluate_run.info.run_id, "evaluation/baseline-majority")
+    }
+    assert "evaluation/baseline-majority/most_confident_errors.json" in majority  # TF-IDF makes none here
 
     # the registered model loads from the server by alias and labels a (constructed) document
     model = mlflow.pyfunc.load_model("models:/ct-test-labeller@challenger")

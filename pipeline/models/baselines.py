@@ -255,8 +255,9 @@ class KeywordModel:
 class TfidfModel:
     """TF-IDF word and character n-grams with logistic regression.
 
-    Strategy: one binary classifier per label (one-vs-rest), with per-label decision thresholds tuned for F1
-    on `dev` when `fit` is given one (otherwise 0.5, or whatever the caller sets in `strategy_thresholds_`).
+    Strategy: one binary classifier per label (one-vs-rest), with per-label decision thresholds tuned for F1:
+    with `threshold_folds=k` on out-of-fold predictions of k document-grouped folds of train (dev untouched),
+    otherwise on `dev` when `fit` is given one, otherwise 0.5.
     Commitment: one multinomial classifier. With `context=True` the neighbouring sentences add a separate,
     down-weighted bag of words.
     """
@@ -275,6 +276,7 @@ class TfidfModel:
         context: bool = False,
         context_weight: float = 0.5,
         tune_thresholds: bool = True,
+        threshold_folds: int = 0,
         seed: int = 13,
     ) -> None:
         self.word_ngrams = tuple(word_ngrams)
@@ -287,6 +289,7 @@ class TfidfModel:
         self.context = context
         self.context_weight = context_weight
         self.tune_thresholds = tune_thresholds
+        self.threshold_folds = threshold_folds
         self.seed = seed
 
     @classmethod
@@ -307,6 +310,7 @@ class TfidfModel:
             "context": self.context,
             "context_weight": self.context_weight,
             "tune_thresholds": self.tune_thresholds,
+            "threshold_folds": self.threshold_folds,
             "seed": self.seed,
         }
 
@@ -362,10 +366,12 @@ class TfidfModel:
             blocks.append(matrix * self.context_weight)
         return sparse.hstack(blocks, format="csr")
 
-    def _classifier(self, C: float) -> Any:
+    def _classifier(self, C: float, solver: str) -> Any:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, class_weight=self.class_weight, max_iter=3000, random_state=self.seed)
+        return LogisticRegression(
+            C=C, class_weight=self.class_weight, solver=solver, max_iter=3000, random_state=self.seed
+        )
 
     # the protocol
 
@@ -373,6 +379,31 @@ class TfidfModel:
         if not train:
             raise ValueError("TfidfModel.fit: no training sentences")
         train = in_document_order(train)
+        self._fit_heads(train)
+        self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
+        if not self.tune_thresholds:
+            return self
+        from pipeline.evaluate import tune_thresholds
+
+        if self.threshold_folds > 1:
+            from pipeline.labelled_data import grouped_folds
+
+            out_of_fold = np.zeros((len(train), len(STRATEGY_LABELS)))
+            for fit_idx, held_idx in grouped_folds(train, n_folds=self.threshold_folds, seed=self.seed):
+                fold = TfidfModel(**{**self.params(), "tune_thresholds": False})
+                fold.fit([train[i] for i in fit_idx])
+                held = sentence_texts([train[i] for i in held_idx])
+                out_of_fold[held_idx] = fold.predict_proba(held).strategy
+            gold = strategy_matrix([s.strategy for s in train])
+            self.strategy_thresholds_ = tune_thresholds(out_of_fold, gold)
+        elif dev:
+            dev = in_document_order(dev)
+            probs = self.predict_proba(sentence_texts(dev))
+            gold = strategy_matrix([s.strategy for s in dev])
+            self.strategy_thresholds_ = tune_thresholds(probs.strategy, gold)
+        return self
+
+    def _fit_heads(self, train: Sequence[LabelledSentence]) -> None:
         self.features_ = self._new_features(len(train))
         x = self._transform(sentence_texts(train), fit=True)
         y_strategy = strategy_matrix([s.strategy for s in train])
@@ -385,21 +416,14 @@ class TfidfModel:
             if column.min() == column.max():
                 self.strategy_models_.append(float(column[0]))
             else:
-                self.strategy_models_.append(self._classifier(self.strategy_C or self.C).fit(x, column))
+                # liblinear: the fastest exact solver for one sparse binary problem
+                classifier = self._classifier(self.strategy_C or self.C, "liblinear")
+                self.strategy_models_.append(classifier.fit(x, column))
         if len(np.unique(y_commitment)) == 1:
             self.commitment_model_: Any = int(y_commitment[0])
         else:
-            self.commitment_model_ = self._classifier(self.C).fit(x, y_commitment)
-
-        self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
-        if dev and self.tune_thresholds:
-            from pipeline.evaluate import tune_thresholds
-
-            dev = in_document_order(dev)
-            probs = self.predict_proba(sentence_texts(dev))
-            gold = strategy_matrix([s.strategy for s in dev])
-            self.strategy_thresholds_ = tune_thresholds(probs.strategy, gold)
-        return self
+            # newton-cg: multinomial, and several times faster than lbfgs on these sparse features
+            self.commitment_model_ = self._classifier(self.C, "newton-cg").fit(x, y_commitment)
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
         _check_fitted(self, "features_")
@@ -455,10 +479,7 @@ class TfidfModel:
         if refused:
             raise ValueError(f"{file}: refusing to load unexpected types {refused}")
         state = skops.io.load(file, trusted=untrusted)
-        params = dict(card["params"])
-        params["word_ngrams"] = tuple(params["word_ngrams"])
-        params["char_ngrams"] = tuple(params["char_ngrams"])
-        model = cls(**params)
+        model = cls(**card["params"])
         model.features_ = state["features"]
         model.strategy_models_ = list(state["strategy"])
         model.commitment_model_ = state["commitment"]

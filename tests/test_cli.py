@@ -1,0 +1,184 @@
+"""The CLI end to end, as a user runs it: the quick start config (shrunk), every stage alone, the errors.
+
+One `pipeline run` in a temporary folder trains real (tiny) models and logs to a real sqlite MLflow store;
+the later tests reuse that folder to run single stages against what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.sample import write_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "ct-sentence-labeller-quickstart"
+# The quick start as shipped, made to finish in well under a minute.
+FAST = [
+    "pretrain.max_steps=20",
+    "pretrain.batch_size=16",
+    "train.model.epochs=2",
+    "evaluate.bootstrap_samples=50",
+]
+
+
+def cli(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def with_fast(*extra: str) -> list[str]:
+    return [arg for item in (*FAST, *extra) for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder after `pipeline run --config configs/quickstart.yaml`."""
+    workdir = tmp_path_factory.mktemp("quickstart")
+    write_sample(workdir / "data" / "sample")
+    shutil.copytree(ROOT / "configs", workdir / "configs")
+    result = cli(workdir, "run", "--config", "configs/quickstart.yaml", *with_fast())
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def _client(workdir: Path):  # noqa: ANN202 - an MlflowClient
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir}/runs/mlflow.db")
+
+
+@pytest.mark.slow
+def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> None:
+    client = _client(quickstart)
+    experiment = client.get_experiment_by_name("quickstart")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    stages = {r.data.tags.get("stage") for r in runs}
+    assert {"ingest", "segment", "pretrain", "train", "evaluate", "label"} <= stages
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.params["train.model.kind"] == "bert"
+    evaluate = next(r for r in runs if r.data.tags.get("stage") == "evaluate")
+    assert 0.0 <= evaluate.data.metrics["commitment_macro_f1"] <= 1.0
+    assert "baseline-tfidf.strategy_macro_f1" in evaluate.data.metrics
+    train = next(r for r in runs if r.data.tags.get("stage") == "train")
+    history = client.get_metric_history(train.info.run_id, "dev_commitment_macro_f1") or [
+        m for key in train.data.metrics for m in client.get_metric_history(train.info.run_id, key)
+    ]
+    assert history, "per-epoch metrics are logged"
+
+    version = client.get_model_version_by_alias(MODEL_NAME, "challenger")
+    assert int(version.version) == 1
+
+    labelled = pd.read_parquet(quickstart / "runs/quickstart/labelled_sentences.parquet")
+    documents = [json.loads(line) for line in (quickstart / "runs/quickstart/documents.jsonl").open()]
+    assert set(labelled["doc_id"]) == {d["id"] for d in documents}
+    assert {"heading", "body", "dateline"} <= set(labelled["role"])
+    assert labelled["p_none"].between(0, 1).all()
+    assert (labelled["model_version"].astype(str) == "1").all()
+    assert (quickstart / "runs/quickstart/evaluation/comparison.md").is_file()
+
+
+@pytest.mark.slow
+def test_stages_run_alone_on_what_the_run_left(quickstart: Path) -> None:
+    segment = cli(quickstart, "segment", "-c", "configs/quickstart.yaml", "--set", "segment.output=runs/s2.jsonl")
+    assert segment.returncode == 0, segment.stderr[-2000:]
+    assert (quickstart / "runs/s2.jsonl").read_text() == (quickstart / "runs/quickstart/sentences.jsonl").read_text()
+
+    evaluate = cli(quickstart, "evaluate", "-c", "configs/quickstart.yaml", *with_fast())
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    assert "Model comparison" in evaluate.stderr
+
+    out = quickstart / "runs/relabelled.csv"
+    label = cli(
+        quickstart, "label", "-c", "configs/quickstart.yaml", "--model", f"models:/{MODEL_NAME}/1",
+        "--input", "data/sample/answers", "--output", str(out),
+    )
+    assert label.returncode == 0, label.stderr[-2000:]
+    assert len(pd.read_csv(out)) == len(pd.read_parquet(quickstart / "runs/quickstart/labelled_sentences.parquet"))
+
+
+@pytest.mark.slow
+def test_label_reports_rejected_documents_in_exit_code(quickstart: Path) -> None:
+    folder = quickstart / "incoming"
+    folder.mkdir()
+    (folder / "empty.txt").write_text("   \n")
+    (folder / "ok.txt").write_text("Regeringen har gett Polismyndigheten ett nytt uppdrag. (Konstruerad mening.)\n")
+    out = quickstart / "runs/incoming.jsonl"
+    result = cli(quickstart, "label", "-c", "configs/quickstart.yaml", "--input", str(folder), "--output", str(out))
+    assert result.returncode == 3, result.stderr[-2000:]
+    rejects = [json.loads(line) for line in (quickstart / "runs/incoming.rejects.jsonl").open()]
+    assert [r["id"] for r in rejects if r.get("severity", "rejected") == "rejected"] == ["empty.txt"]
+    rows = [json.loads(line) for line in out.open()]
+    assert {r["doc_id"] for r in rows} == {"ok.txt"}
+
+
+@pytest.mark.slow
+def test_retrain_stage_runs_the_gate(quickstart: Path) -> None:
+    result = cli(
+        quickstart, "retrain", "-c", "configs/quickstart.yaml",
+        "--set", "train.model={kind: tfidf, min_df: 1}",
+    )
+    # tf-idf challenger against the tf-idf baseline: promoted (0) or not promoted (10); never a failure
+    assert result.returncode in (0, 10), result.stderr[-3000:]
+    assert (quickstart / "runs/quickstart/retrain_report.md").is_file()
+    again = cli(quickstart, "retrain", "-c", "configs/quickstart.yaml", "--set", "train.model={kind: tfidf}")
+    assert again.returncode == 11, again.stderr[-2000:]  # data unchanged: nothing to do
+
+
+def test_config_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  model:\n    kind: bert\n    epochz: 3\n")
+    result = cli(tmp_path, "train", "--config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"config error: {bad}: train.model.epochz: unknown key"
+
+    result = cli(tmp_path, "run", "--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    assert "absent.yaml: config file not found" in result.stderr
+
+
+def test_missing_input_file_fails_before_work(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  train: [{tmp_path}/nope.jsonl]\n  dev: {tmp_path}/nope-dev.jsonl\n")
+    result = cli(tmp_path, "train", "--config", str(config))
+    assert result.returncode == 2
+    assert f"data.train[0]: file not found: {tmp_path}/nope.jsonl" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_labelled_data_is_refused_with_line_numbers(tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    row = {"id": "a#0", "doc_id": "a", "text": "Konstruerad mening.", "strategy": [], "commitment": "none"}
+    train.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": "a#1", "commitment": "money"}) + "\n")
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({**row, "id": "b#0", "doc_id": "b"}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data:\n  train: [{train}]\n  dev: {dev}\ntrain:\n  model: {{kind: majority}}\n  baselines: []\n"
+        f"tracking:\n  uri: sqlite:///{tmp_path}/m.db\n  artifact_location: {tmp_path}/art\n"
+    )
+    result = cli(tmp_path, "train", "--config", str(config))
+    assert result.returncode == 1
+    assert f"{train}:2" in result.stderr and "money" in result.stderr
+
+
+def test_every_subcommand_has_help(tmp_path: Path) -> None:
+    for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run"):
+        result = cli(tmp_path, command, "--help")
+        assert result.returncode == 0 and "--config" in result.stdout, command
