@@ -137,7 +137,9 @@ def run(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
 def annotate_export(
     sentences: Annotated[Path, typer.Argument(help="Sentences JSONL (segment output) or labelled JSONL.")],
     output: Annotated[Path, typer.Argument(help="CSV for annotators.")],
-    model: Annotated[str | None, typer.Option(help="Add this model's predictions, most uncertain first.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Add this model's predictions, most uncertain first.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Export at most this many sentences.")] = None,
 ) -> None:
     """Write sentences with their neighbours (and optionally predictions) for annotators."""
@@ -172,7 +174,9 @@ def annotate_agreement(
 
 
 @app.command("validate-data")
-def validate_data(files: Annotated[list[Path], typer.Argument(help="Labelled JSONL files (splits).")]) -> None:
+def validate_data(
+    files: Annotated[list[Path], typer.Argument(help="Labelled JSONL files (splits).")],
+) -> None:
     """Check labelled JSONL files: every bad line with its number; documents shared between files."""
     from pipeline.labelled_data import validate_files
 

@@ -232,7 +232,8 @@ def requirements(kind: str) -> list[str]:
     out = []
     for name in names:
         try:
-            out.append(f"{name}=={importlib.metadata.version(name)}")
+            # without a local label such as "+cpu", which only the PyTorch index knows
+            out.append(f"{name}=={importlib.metadata.version(name).split('+')[0]}")
         except importlib.metadata.PackageNotFoundError:
             out.append(name)
     return out

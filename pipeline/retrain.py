@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # The heads whose macro-F1 may not drop by more than `tolerance`, whatever the gate's metric is.
 HEAD_METRICS: tuple[str, ...] = ("strategy_macro_f1", "commitment_macro_f1")
+_EPSILON = 1e-12  # so that a gain of exactly the margin is not lost to float rounding
 
 
 class RetrainStatus(StrEnum):
@@ -61,6 +62,7 @@ class PromotionDecision:
     promote: bool
     reasons: list[str]
     reference: str  # "champion", "baseline" or "none": what the challenger was measured against
+    blocking: list[str] = field(default_factory=list)  # the reasons that stopped a promotion
 
 
 @dataclass
@@ -101,7 +103,8 @@ def decide_promotion(
     elif baseline is not None:
         reference, name = baseline, "baseline"
     else:
-        return PromotionDecision(False, ["no champion and no baseline to compare with"], "none")
+        why = "no champion and no baseline to compare with"
+        return PromotionDecision(False, [why], "none", [why])
 
     for key in {cfg.metric, *HEAD_METRICS}:
         for who, metrics in (("challenger", challenger), (name, reference)):
@@ -109,29 +112,28 @@ def decide_promotion(
                 raise KeyError(f"metric {key!r} missing from the {who}'s evaluation; has {sorted(metrics)}")
 
     reasons: list[str] = []
-    promote = True
+    blocking: list[str] = []
     gain = challenger[cfg.metric] - reference[cfg.metric]
-    verdict = "≥" if gain >= cfg.margin else "<"
-    reasons.append(
+    enough = gain >= cfg.margin - _EPSILON
+    reason = (
         f"{cfg.metric}: challenger {challenger[cfg.metric]:.4f} vs {name} {reference[cfg.metric]:.4f} "
-        f"(gain {gain:+.4f} {verdict} margin {cfg.margin:.4f})"
+        f"(gain {gain:+.4f} {'≥' if enough else '<'} margin {cfg.margin:.4f})"
     )
-    if gain < cfg.margin:
-        promote = False
+    reasons.append(reason)
+    if not enough:
+        blocking.append(reason)
     for head in HEAD_METRICS:
         drop = reference[head] - challenger[head]
-        if drop > cfg.tolerance:
-            promote = False
-            reasons.append(
+        if drop > cfg.tolerance + _EPSILON:
+            reason = (
                 f"{head}: challenger {challenger[head]:.4f} is {drop:.4f} below the {name} "
                 f"({reference[head]:.4f}), more than the tolerance {cfg.tolerance:.4f}"
             )
+            blocking.append(reason)
         else:
-            reasons.append(
-                f"{head}: challenger {challenger[head]:.4f} vs {name} {reference[head]:.4f} "
-                "(within tolerance)"
-            )
-    return PromotionDecision(promote, reasons, name)
+            reason = f"{head}: challenger {challenger[head]:.4f} vs {name} {reference[head]:.4f} (within tolerance)"
+        reasons.append(reason)
+    return PromotionDecision(not blocking, reasons, name, blocking)
 
 
 # --- unattended-run plumbing ----------------------------------------------------------------------------
@@ -175,9 +177,7 @@ def read_state(path: Path) -> dict[str, object]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: retrain state is not valid JSON ({exc.msg}); delete it to start afresh"
-        ) from None
+        raise ValueError(f"{path}: retrain state is not valid JSON ({exc.msg}); delete it to start afresh") from None
     return state if isinstance(state, dict) else {}
 
 
@@ -282,9 +282,7 @@ def _load_data(
         raise LabelledDataError(problems)
     for split, sentences in data.items():
         if not sentences:
-            raise ValueError(
-                f"{', '.join(map(str, splits[split]))}: split {split!r} has no labelled sentences"
-            )
+            raise ValueError(f"{', '.join(map(str, splits[split]))}: split {split!r} has no labelled sentences")
     return data["train"], data["dev"], data.get("eval", data["dev"])
 
 
@@ -299,9 +297,6 @@ def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
     import mlflow
 
     from pipeline import tracking
-    from pipeline.models.base import load_model
-    from pipeline.models.factory import build_model
-    from pipeline.train import fit_and_save
 
     cfg = config.retrain
     name = config.tracking.registered_model
@@ -322,90 +317,104 @@ def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
         )
 
     with tracking.pipeline_run(config, run_name="retrain") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"stage": "retrain", "retrain.data_digest": digest})
-        tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
-        tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
-        tracking.log_dataset(frozen, "eval", "eval", eval_path)
-        log.info("training challenger (%s) on %d sentences", config.train.model.kind, len(train))
-        with tracking.stage_run(config, "train"):
-            challenger_dir = fit_and_save(
-                config.train.model, train, dev, Path(tmp) / "challenger", on_epoch=tracking.epoch_logger()
-            )
-            challenger = load_model(challenger_dir)  # score exactly what gets registered
-            card = tracking.write_model_card(
-                name=f"{name} (retrain challenger)",
-                kind=config.train.model.kind,
-                data={"train": f"{len(train)} sentences", "dev": f"{len(dev)} sentences"},
-                metrics=score(challenger, dev, config, "dev", Path(tmp) / "dev", log_files=False),
-            )
-            info = tracking.log_sentence_model(challenger_dir, "model", config.segment, card=card)
-            version = tracking.register(
-                info.model_uri, name, tags={"source": "retrain", "data_digest": digest[:16]}
-            )
-        log.info("registered %s version %d as %s", name, version, tracking.CHALLENGER)
+        try:
+            return _train_score_decide(config, run.info.run_id, Path(tmp), train, dev, frozen, eval_path, digest)
+        except Exception as exc:  # the run is marked FAILED by MLflow; say why where a reviewer looks
+            mlflow.set_tag("retrain.error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
 
-        champion_version = tracking.get_alias_version(name, tracking.CHAMPION)
-        metrics: dict[str, dict[str, float]] = {}
-        with tracking.stage_run(config, "evaluate"):
-            out = Path(tmp) / "evaluation"
-            metrics["challenger"] = score(challenger, frozen, config, "challenger", out)
-            if champion_version is not None:
-                folder = tracking.download_model_folder(
-                    tracking.model_version_uri(name, champion_version), Path(tmp) / "champion"
-                )
-                metrics["champion"] = score(load_model(folder), frozen, config, "champion", out)
-            else:
-                baseline = build_model(_baseline_spec(config)).fit(train, dev)
-                metrics["baseline"] = score(baseline, frozen, config, "baseline", out)
 
-        decision = decide_promotion(
-            metrics["challenger"], metrics.get("champion"), metrics.get("baseline"), cfg
+def _train_score_decide(
+    config: PipelineConfig,
+    run_id: str,
+    tmp: Path,
+    train: list[LabelledSentence],
+    dev: list[LabelledSentence],
+    frozen: list[LabelledSentence],
+    eval_path: Path,
+    digest: str,
+) -> RetrainOutcome:
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.models.base import load_model
+    from pipeline.models.factory import build_model
+    from pipeline.train import fit_and_save
+
+    cfg = config.retrain
+    name = config.tracking.registered_model
+    mlflow.set_tags({"stage": "retrain", "retrain.data_digest": digest})
+    tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
+    tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
+    tracking.log_dataset(frozen, "eval", "eval", eval_path)
+    log.info("training challenger (%s) on %d sentences", config.train.model.kind, len(train))
+    with tracking.stage_run(config, "train"):
+        challenger_dir = fit_and_save(
+            config.train.model, train, dev, tmp / "challenger", on_epoch=tracking.epoch_logger()
         )
-        report = render_report(
-            config=config,
-            challenger_version=version,
-            champion_version=champion_version,
-            eval_path=eval_path,
-            eval_size=len(frozen),
-            digest=digest,
-            metrics=metrics,
-            decision=decision,
+        challenger = load_model(challenger_dir)  # score exactly what gets registered
+        card = tracking.write_model_card(
+            name=f"{name} (retrain challenger)",
+            kind=config.train.model.kind,
+            data={"train": f"{len(train)} sentences", "dev": f"{len(dev)} sentences"},
+            metrics=score(challenger, dev, config, "dev", tmp / "dev", log_files=False),
         )
-        report_path = Path(cfg.report)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(report, encoding="utf-8")
-        mlflow.log_text(report, "retrain_report.md")
-        mlflow.set_tags(
-            {"retrain.promoted": str(decision.promote).lower(), "retrain.challenger_version": version}
-        )
-        # the one step that changes what production uses; everything before it can fail harmlessly
-        if decision.promote:
-            tracking.set_champion(name, version)
-        write_state(
-            cfg.state_file,
-            {
-                "data_digest": digest,
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "challenger_version": version,
-                "promoted": decision.promote,
-                "run_id": run.info.run_id,
-            },
-        )
+        info = tracking.log_sentence_model(challenger_dir, "model", config.segment, card=card)
+        version = tracking.register(info.model_uri, name, tags={"source": "retrain", "data_digest": digest[:16]})
+    log.info("registered %s version %d as %s", name, version, tracking.CHALLENGER)
+
+    champion_version = tracking.get_alias_version(name, tracking.CHAMPION)
+    metrics: dict[str, dict[str, float]] = {}
+    with tracking.stage_run(config, "evaluate"):
+        out = tmp / "evaluation"
+        metrics["challenger"] = score(challenger, frozen, config, "challenger", out)
+        if champion_version is not None:
+            folder = tracking.download_model_folder(
+                tracking.model_version_uri(name, champion_version), tmp / "champion"
+            )
+            metrics["champion"] = score(load_model(folder), frozen, config, "champion", out)
+        else:
+            baseline = build_model(_baseline_spec(config)).fit(train, dev)
+            metrics["baseline"] = score(baseline, frozen, config, "baseline", out)
+
+    decision = decide_promotion(metrics["challenger"], metrics.get("champion"), metrics.get("baseline"), cfg)
+    report = render_report(
+        config=config,
+        challenger_version=version,
+        champion_version=champion_version,
+        eval_path=eval_path,
+        eval_size=len(frozen),
+        digest=digest,
+        metrics=metrics,
+        decision=decision,
+    )
+    report_path = Path(cfg.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report, encoding="utf-8")
+    mlflow.log_text(report, "retrain_report.md")
+    mlflow.set_tags({"retrain.promoted": str(decision.promote).lower(), "retrain.challenger_version": version})
+    # the one step that changes what production uses; everything before it can fail harmlessly
+    if decision.promote:
+        tracking.set_champion(name, version)
+    write_state(
+        cfg.state_file,
+        {
+            "data_digest": digest,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "challenger_version": version,
+            "promoted": decision.promote,
+            "run_id": run_id,
+        },
+    )
 
     if decision.promote:
         status, message = RetrainStatus.PROMOTED, f"promoted {name} version {version} to {tracking.CHAMPION}"
-        champion_after = version
+        champion_after: int | None = version
     else:
         status = RetrainStatus.NOT_PROMOTED
-        message = f"{name} version {version} stays {tracking.CHALLENGER}: {_first_failure(decision)}"
+        message = f"{name} version {version} stays {tracking.CHALLENGER}: {'; '.join(decision.blocking)}"
         champion_after = champion_version
-    return RetrainOutcome(
-        status, message, version, champion_after, decision, report_path, run.info.run_id, metrics
-    )
-
-
-def _first_failure(decision: PromotionDecision) -> str:
-    return next((r for r in decision.reasons if "below" in r or "<" in r), decision.reasons[0])
+    return RetrainOutcome(status, message, version, champion_after, decision, report_path, run_id, metrics)
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -450,9 +459,7 @@ def render_report(
         "",
     ]
     columns = list(metrics)
-    keys = sorted(
-        {k for m in metrics.values() for k in m}, key=lambda k: (k not in {cfg.metric, *HEAD_METRICS}, k)
-    )
+    keys = sorted({k for m in metrics.values() for k in m}, key=lambda k: (k not in {cfg.metric, *HEAD_METRICS}, k))
     lines.append("| metric | " + " | ".join(columns) + " |")
     lines.append("|---|" + "---:|" * len(columns))
     for key in keys:

@@ -69,7 +69,9 @@ def segment_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.segment import segment_stage as segment
 
     result = segment(config.segment)
-    mlflow.log_metrics({"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects})
+    mlflow.log_metrics(
+        {"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects}
+    )
     _log_file(Path(config.segment.rejects), "rejects")
     code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
     return StageOutcome(
@@ -124,11 +126,16 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
         outputs[model.name] = str(model.path)
         if not config.train.register_model:
             continue
-        metrics = evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
+        metrics = (
+            evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
+        )
         card = tracking.write_model_card(
             name=f"{config.tracking.registered_model} ({model.name})",
             kind=model.kind,
-            data={"train": _describe(config.data.train, train), "dev": _describe([config.data.dev], dev or [])},
+            data={
+                "train": _describe(config.data.train, train),
+                "dev": _describe([config.data.dev], dev or []),
+            },
             metrics=metrics,
         )
         info = tracking.log_sentence_model(model.path, model.name, config.segment, card=card)
@@ -180,7 +187,9 @@ def label_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.label import label_documents, resolve_model
 
     model, info = resolve_model(config.label.model)
-    result = label_documents(config.label, model, info, read_documents(Path(config.label.input)), config.segment)
+    result = label_documents(
+        config.label, model, info, read_documents(Path(config.label.input)), config.segment
+    )
     mlflow.log_metrics(
         {
             "documents": result.documents,

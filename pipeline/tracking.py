@@ -169,9 +169,7 @@ def config_params(config: PipelineConfig) -> dict[str, str]:
 def dataset_tags(config: PipelineConfig) -> dict[str, str]:
     """`dataset.<split>.digest` for each labelled file that exists (a missing file is the stage's error)."""
     tags = {}
-    splits = {
-        f"train{i}" if len(config.data.train) > 1 else "train": p for i, p in enumerate(config.data.train)
-    }
+    splits = {f"train{i}" if len(config.data.train) > 1 else "train": p for i, p in enumerate(config.data.train)}
     splits["dev"] = config.data.dev
     for split, path in splits.items():
         if Path(path).is_file():
@@ -252,13 +250,9 @@ def sentences_frame(sentences: Sequence[LabelledSentence]) -> pd.DataFrame:
     )
 
 
-def log_dataset(
-    sentences: Sequence[LabelledSentence], name: str, context: str, source: Path | None = None
-) -> str:
+def log_dataset(sentences: Sequence[LabelledSentence], name: str, context: str, source: Path | None = None) -> str:
     """Log labelled sentences as an `mlflow.data` input of the active run (`context` is train/dev/eval)."""
-    with (
-        warnings.catch_warnings()
-    ):  # a local path "can be interpreted in multiple ways": both are local files
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": both are local files
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(
             sentences_frame(sentences),
@@ -296,9 +290,7 @@ def errors_frame(errors: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The most-confident-errors rows as a table of scalars (label lists `;`-joined)."""
     frame = pd.DataFrame(list(errors))
     for column in frame.columns:
-        frame[column] = frame[column].map(
-            lambda v: ";".join(map(str, v)) if isinstance(v, list | tuple) else v
-        )
+        frame[column] = frame[column].map(lambda v: ";".join(map(str, v)) if isinstance(v, list | tuple) else v)
     return frame
 
 
@@ -309,8 +301,7 @@ KNOWN_LIMITS = (
     "domains and other languages are out of scope.",
     "The labelled set over-represents funding and support language, so class priors differ from the "
     "natural ones; calibrate before reading probabilities as frequencies.",
-    "Labels describe what a sentence itself says; commitments spread over several sentences are labelled "
-    "piecewise.",
+    "Labels describe what a sentence itself says; commitments spread over several sentences are labelled piecewise.",
     "Sentence boundaries come from the bundled segmenter; hard-wrapped or list-formatted text can be cut "
     "into fragments.",
 )
@@ -357,9 +348,7 @@ def write_model_card(
 # --- models and the registry ----------------------------------------------------------------------------
 
 
-def log_sentence_model(
-    model_dir: Path, name: str, segment_cfg: SegmentConfig, card: str | None = None
-) -> ModelInfo:
+def log_sentence_model(model_dir: Path, name: str, segment_cfg: SegmentConfig, card: str | None = None) -> ModelInfo:
     """Log a saved model folder as the pyfunc (see `pipeline.pyfunc`) on the active run."""
     from pipeline.pyfunc import log_pyfunc
 

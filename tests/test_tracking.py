@@ -56,17 +56,13 @@ def test_training_against_a_real_server_is_fully_tracked(
     assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:")
     runs = client.search_runs([experiment.experiment_id])
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {
-        r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-    }
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"train", "evaluate"}
 
     # parent: the resolved config as params and as a file; commit and data digests as tags
     assert parent.data.params["train.model.kind"] == "tfidf"
     assert parent.data.params["tracking.registered_model"] == "ct-test-labeller"
-    assert {"git_commit", "config_file", "dataset.train.digest", "dataset.dev.digest"} <= set(
-        parent.data.tags
-    )
+    assert {"git_commit", "config_file", "dataset.train.digest", "dataset.dev.digest"} <= set(parent.data.tags)
     resolved = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config/resolved.yaml")
     assert "registered_model: ct-test-labeller" in resolved
 
@@ -91,9 +87,7 @@ def test_training_against_a_real_server_is_fully_tracked(
     listed = {a.path for a in client.list_artifacts(evaluate_run.info.run_id, "evaluation/model")}
     expected = {"report.json", "errors.csv", "confusion_commitment.png", "classification_report.md"}
     assert {f"evaluation/model/{name}" for name in expected} <= listed
-    majority = {
-        a.path for a in client.list_artifacts(evaluate_run.info.run_id, "evaluation/baseline-majority")
-    }
+    majority = {a.path for a in client.list_artifacts(evaluate_run.info.run_id, "evaluation/baseline-majority")}
     assert "evaluation/baseline-majority/most_confident_errors.json" in majority  # TF-IDF makes none here
 
     # the registered model loads from the server by alias and labels a (constructed) document
@@ -124,13 +118,9 @@ def test_unreachable_server_fails_at_start_with_a_clear_message(
     assert time.monotonic() - started < 30
 
 
-def test_local_store_folders_and_experiment_artifact_location(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_store_folders_and_experiment_artifact_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = TrackingConfig(
-        uri=f"sqlite:///{tmp_path / 'nested' / 'mlflow.db'}", artifact_location=tmp_path / "art"
-    )
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'nested' / 'mlflow.db'}", artifact_location=tmp_path / "art")
     assert tracking.configure_tracking(cfg, "my experiment") == cfg.uri
     assert (tmp_path / "nested" / "mlflow.db").is_file()
     experiment = mlflow.get_experiment_by_name("my experiment")
@@ -139,9 +129,7 @@ def test_local_store_folders_and_experiment_artifact_location(
 
 
 def test_params_are_flat_and_cut() -> None:
-    config = PipelineConfig.model_validate(
-        {"data": {"train": [f"data/{'x' * 40}-{i}.jsonl" for i in range(20)]}}
-    )
+    config = PipelineConfig.model_validate({"data": {"train": [f"data/{'x' * 40}-{i}.jsonl" for i in range(20)]}})
     params = tracking.config_params(config)
     assert params["train.model.kind"] == "bert"
     assert len(params["data.train"]) == tracking.MAX_PARAM_CHARS and params["data.train"].endswith("…")

@@ -3,7 +3,7 @@
 from pipeline.models.base import SentenceModel, load_model, register_kind
 
 
-def _baselines(name: str):  # noqa: ANN202 - returns a class
+def _baselines(name: str):
     def loader() -> type:
         from pipeline.models import baselines
 
