@@ -47,9 +47,7 @@ def shared_dir(explicit: str | None) -> Path:
     raise SystemExit("shared data not found: pass --shared DIR or set PIPELINE_SHARED_DIR")
 
 
-def out_of_fold(
-    params: dict[str, Any], train: list[LabelledSentence], folds: list
-) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold(params: dict[str, Any], train: list[LabelledSentence], folds: list) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold (strategy, commitment) probabilities on train for one parameter set."""
     strategy = np.zeros((len(train), 3))
     commitment = np.zeros((len(train), 5))
@@ -72,12 +70,8 @@ def cv_scores(strategy: np.ndarray, commitment: np.ndarray, train: list[Labelled
         "commitment_macro_f1": float(
             f1_score(gold_c, commitment.argmax(axis=1), labels=range(5), average="macro", zero_division=0)
         ),
-        "strategy_macro_f1": float(
-            f1_score(gold_s, strategy >= thresholds, average="macro", zero_division=0)
-        ),
-        "strategy_macro_f1_at_0.5": float(
-            f1_score(gold_s, strategy >= 0.5, average="macro", zero_division=0)
-        ),
+        "strategy_macro_f1": float(f1_score(gold_s, strategy >= thresholds, average="macro", zero_division=0)),
+        "strategy_macro_f1_at_0.5": float(f1_score(gold_s, strategy >= 0.5, average="macro", zero_division=0)),
         "thresholds": thresholds.tolist(),
     }
 
@@ -130,9 +124,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/baselines", help="output folder")
     parser.add_argument("--tune", action="store_true", help="search TF-IDF settings by grouped CV on train")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument(
-        "--params", help="TF-IDF settings as JSON (e.g. the 'best' of a cv.json): skips the search"
-    )
+    parser.add_argument("--params", help="TF-IDF settings as JSON (e.g. the 'best' of a cv.json): skips the search")
     args = parser.parse_args()
     # one BLAS/OpenMP thread: on a small shared machine more threads only fight (measured 8x slower)
     from threadpoolctl import threadpool_limits

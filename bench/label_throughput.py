@@ -6,9 +6,11 @@ Same model weights, same sentences, same thread count, in one process. For each 
 
 - `hf-pipeline`: transformers `pipeline("text-classification")`, batch 32, truncation to 128 tokens, over the
   sentences in document order (a `BertForSequenceClassification` on the same encoder weights);
-- `predict_proba`: the model's own length-sorted, token-budget batching (float32), inference only;
+- `predict_proba` / `predict int8`: the model's own length-sorted, token-budget batching, inference only, in
+  float32 and with the Linear layers dynamically quantized to int8;
 - `label fp32` / `label int8`: the whole stage (segmentation, duplicate caching, inference, chunk commits,
-  final parquet), float32 and with dynamic int8 quantization of the Linear layers.
+  final parquet), float32 and int8; the int8 stage includes its one-off agreement check (the first
+  `label.quantize_check_sentences` sentences labelled in both precisions).
 
 Sentences/s is best of `--repeats` (the machine may be shared); peak RSS is sampled during each variant. With
 PIPELINE_SHARED_DIR set, the sentences are the gold dev sentences (joined into their documents, one sentence a
@@ -41,7 +43,7 @@ import psutil
 import torch
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import label_disagreement, label_documents, resolve_model
+from pipeline.label import label_disagreement, label_documents, quantize_dynamic_int8, resolve_model
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.bert import BertTwoHeadModel
 from pipeline.schema import (
@@ -165,9 +167,7 @@ def build_model(shape: str, root: Path, shared: Path | None, fit_sentences: int)
             LabelledSentence(id=f"b{i}", doc_id=f"b{i // 6}", text=t, strategy=[], commitment=kinds[i % 5])
             for i, t in enumerate(texts[:16])
         ]
-    spec = BertSpec(
-        backbone=str(backbone), max_length=MAX_LENGTH, epochs=1, batch_size=32, learning_rate=1e-4
-    )
+    spec = BertSpec(backbone=str(backbone), max_length=MAX_LENGTH, epochs=1, batch_size=32, learning_rate=1e-4)
     with quiet_transformers():
         model = BertTwoHeadModel(spec).fit(train)
     model.save(root / f"model-{shape}")
@@ -266,9 +266,11 @@ def bench_shape(
     texts = list(rows.text)
     inputs = with_context(zip(rows.doc_id, rows.text, strict=True))
     classify = hf_classifier(model_dir)
+    quantized = quantize_dynamic_int8(model)
     variants = [
         Variant("hf-pipeline", lambda: len(classify(texts))),
         Variant("predict_proba", lambda: len(model.predict_proba(inputs).commitment)),
+        Variant("predict int8", lambda: len(quantized.predict_proba(inputs).commitment)),
         Variant("label fp32", label("none")),
         Variant("label int8", label("dynamic-int8")),
     ]
@@ -284,9 +286,7 @@ def bench_shape(
     commitment = [f"p_{label}" for label in COMMITMENT_LABELS]
 
     def heads(frame: pd.DataFrame) -> HeadProbabilities:
-        return HeadProbabilities(
-            frame[strategy].to_numpy(), frame[commitment].to_numpy(), model.strategy_thresholds_
-        )
+        return HeadProbabilities(frame[strategy].to_numpy(), frame[commitment].to_numpy(), model.strategy_thresholds_)
 
     max_dp = np.abs(fp32[strategy + commitment].to_numpy() - int8[strategy + commitment].to_numpy()).max()
 
@@ -314,23 +314,17 @@ def bench_shape(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="small,base")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--small-sentences", type=int, default=800)
-    parser.add_argument("--base-sentences", type=int, default=240)
-    parser.add_argument(
-        "--fit-sentences", type=int, default=1000, help="gold train sentences for the small model"
-    )
+    parser.add_argument("--base-sentences", type=int, default=600)
+    parser.add_argument("--fit-sentences", type=int, default=1000, help="gold train sentences for the small model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shared = Path(os.environ["PIPELINE_SHARED_DIR"]) if os.environ.get("PIPELINE_SHARED_DIR") else None
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, {psutil.cpu_count()} CPUs, shared data: {shared}"
-    )
+    print(f"torch {torch.__version__}, {args.threads} threads, {psutil.cpu_count()} CPUs, shared data: {shared}")
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         for shape in args.shapes.split(","):
             n = args.small_sentences if shape == "small" else args.base_sentences
@@ -347,9 +341,7 @@ def main() -> None:
                 f"max |dp| {result['int8_max_abs_dp']:.4f}"
             )
             print(json.dumps(result))
-    print(
-        f"\nprocess peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-    )
+    print(f"\nprocess peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -307,9 +307,7 @@ def merge_annotations(
             counts["added"] += 1
             continue
         if old.text.strip() != sentence.text.strip():
-            problems.append(
-                DataProblem("<annotations>", 0, f"id {sentence.id!r}: text differs from the labelled file")
-            )
+            problems.append(DataProblem("<annotations>", 0, f"id {sentence.id!r}: text differs from the labelled file"))
             continue
         if sorted(old.strategy) == sorted(sentence.strategy) and old.commitment == sentence.commitment:
             counts["unchanged"] += 1
@@ -362,10 +360,7 @@ def import_annotations(
     clashes = sorted({s.doc_id for s in read.sentences if s.doc_id in taken})
     if clashes:
         raise LabelledDataError(
-            [
-                DataProblem(str(annotations), 0, f"document {d!r} already belongs to {taken[d]}")
-                for d in clashes
-            ]
+            [DataProblem(str(annotations), 0, f"document {d!r} already belongs to {taken[d]}") for d in clashes]
         )
 
     temporary = labelled.with_name(labelled.name + ".tmp")
@@ -429,17 +424,14 @@ def agreement(a: Sequence[LabelledSentence], b: Sequence[LabelledSentence]) -> A
         return float(cohen_kappa_score(x, y))
 
     strategy_f1 = {
-        label: float(f1_score(a_s[:, j], b_s[:, j], zero_division=0))
-        for j, label in enumerate(STRATEGY_LABELS)
+        label: float(f1_score(a_s[:, j], b_s[:, j], zero_division=0)) for j, label in enumerate(STRATEGY_LABELS)
     }
     return AgreementReport(
         sentences=len(common),
         only_in_a=len(a) - len(common),
         only_in_b=len({s.id for s in b} - {s.id for s in a}),
         commitment_kappa=kappa(a_c, b_c),
-        commitment_macro_f1=float(
-            f1_score(a_c, b_c, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0)
-        ),
+        commitment_macro_f1=float(f1_score(a_c, b_c, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0)),
         commitment_accuracy=float(np.mean([x == y for x, y in zip(a_c, b_c, strict=True)])),
         strategy_kappa={
             label: kappa(a_s[:, j].tolist(), b_s[:, j].tolist()) for j, label in enumerate(STRATEGY_LABELS)
@@ -460,19 +452,12 @@ def agreement_table(report: AgreementReport) -> Table:
 
     table = Table(
         title="Annotator agreement",
-        caption=(
-            f"{report.sentences} sentences in common; "
-            f"{report.only_in_a} only in A, {report.only_in_b} only in B"
-        ),
+        caption=(f"{report.sentences} sentences in common; {report.only_in_a} only in A, {report.only_in_b} only in B"),
     )
     for column in ("head", "label", "Cohen's kappa", "F1 (B vs A)"):
         table.add_column(column, justify="left" if column in ("head", "label") else "right")
-    table.add_row(
-        "commitment", "(all)", f"{report.commitment_kappa:.3f}", f"{report.commitment_macro_f1:.3f} macro"
-    )
+    table.add_row("commitment", "(all)", f"{report.commitment_kappa:.3f}", f"{report.commitment_macro_f1:.3f} macro")
     for label in STRATEGY_LABELS:
-        table.add_row(
-            "strategy", label, f"{report.strategy_kappa[label]:.3f}", f"{report.strategy_f1[label]:.3f}"
-        )
+        table.add_row("strategy", label, f"{report.strategy_kappa[label]:.3f}", f"{report.strategy_f1[label]:.3f}")
     table.add_row("strategy", "(all)", "", f"{report.strategy_macro_f1:.3f} macro")
     return table

@@ -138,14 +138,20 @@ def annotate_export(
     sentences: Annotated[Path, typer.Argument(help="Sentences JSONL (segment output) or labelled JSONL.")],
     output: Annotated[Path, typer.Argument(help="CSV for annotators.")],
     model: Annotated[
-        str | None, typer.Option(help="Add this model's predictions, most uncertain first.")
+        str | None, typer.Option(help="Add this model's predictions (folder or models:/ URI), most uncertain first.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Export at most this many sentences.")] = None,
+    with_labels: Annotated[bool, typer.Option(help="Keep existing labels (for review rounds).")] = False,
 ) -> None:
     """Write sentences with their neighbours (and optionally predictions) for annotators."""
-    from pipeline.annotate import export_for_annotation
+    from pipeline.annotate import export_annotation_file
 
-    count = export_for_annotation(sentences, output, model=model, limit=limit)
+    loaded = None
+    if model is not None:
+        from pipeline.label import resolve_model
+
+        loaded, _ = resolve_model(model)
+    count = export_annotation_file(sentences, output, model=loaded, include_labels=with_labels, limit=limit)
     err.print(f"wrote {count} sentences to {output}")
 
 
@@ -153,13 +159,22 @@ def annotate_export(
 def annotate_import(
     annotated: Annotated[Path, typer.Argument(help="The CSV annotators filled in.")],
     into: Annotated[Path, typer.Argument(help="Labelled JSONL to merge into (created if absent).")],
+    overwrite: Annotated[bool, typer.Option(help="Let new labels replace different existing ones.")] = False,
+    other_split: Annotated[
+        list[Path] | None, typer.Option(help="Labelled files of other splits: a document may not move between splits.")
+    ] = None,
 ) -> None:
     """Validate annotated rows and merge them into a labelled JSONL; bad rows are reported by line."""
     from pipeline.annotate import import_annotations
+    from pipeline.labelled_data import LabelledDataError
 
-    result = import_annotations(annotated, into)
-    err.print(str(result))
-    raise typer.Exit(0 if not getattr(result, "errors", None) else 1)
+    try:
+        result = import_annotations(annotated, into, overwrite=overwrite, other_splits=other_split or ())
+    except LabelledDataError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    err.print(str(result), highlight=False)
 
 
 @annotate_app.command("agreement")
@@ -168,9 +183,9 @@ def annotate_agreement(
     second: Annotated[Path, typer.Argument(help="The same sentences from annotator B.")],
 ) -> None:
     """Cohen's kappa for commitment; per-label kappa and F1 for strategy."""
-    from pipeline.annotate import agreement, print_agreement
+    from pipeline.annotate import agreement_between_files, agreement_table
 
-    print_agreement(agreement(first, second))
+    Console().print(agreement_table(agreement_between_files(first, second)))
 
 
 @app.command("validate-data")

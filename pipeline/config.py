@@ -129,13 +129,25 @@ class KeywordSpec(Section):
 
 
 class TfidfSpec(Section):
+    """TF-IDF word + character n-grams, logistic regression per head.
+
+    Defaults are the settings a document-grouped CV search on the gold train split chose (docs/results.md).
+    """
+
     kind: Literal["tfidf"] = "tfidf"
     word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
-    min_df: int = 2
-    C: float = 4.0
+    char_ngrams: tuple[int, int] = (3, 6)
+    min_df: int = 1
+    C: float = 8.0
+    strategy_C: float | None = 8.0
     class_weight: Literal["balanced"] | None = "balanced"
     max_features: int | None = 200_000
+    context: bool = False  # neighbouring sentences as a separate, down-weighted bag of words
+    context_weight: float = 0.5
+    tune_thresholds: bool = True
+    # >0: tune strategy thresholds on out-of-fold train predictions (dev stays unseen); 0: tune on dev
+    threshold_folds: int = 5
+    seed: int = 13
 
 
 class BertSpec(Section):

@@ -115,9 +115,7 @@ def expected_calibration_error(bins: Sequence[CalibrationBin]) -> float:
     return float(sum(b.count * abs(b.confidence - b.observed) for b in bins) / total)
 
 
-def tune_thresholds(
-    probabilities: np.ndarray, gold: np.ndarray, grid: Sequence[float] | None = None
-) -> np.ndarray:
+def tune_thresholds(probabilities: np.ndarray, gold: np.ndarray, grid: Sequence[float] | None = None) -> np.ndarray:
     """Per-label decision thresholds that maximise F1 on (probabilities, gold), both (n, labels).
 
     Ties go to the threshold closest to 0.5; a label with no positive example keeps 0.5.
@@ -193,9 +191,7 @@ def bootstrap_metrics(
     resampling is the document; each sample draws as many documents as there are.
     """
     _, doc_codes = np.unique(np.asarray(doc_ids), return_inverse=True)
-    counts = _document_counts(
-        doc_codes, gold_commitment, predicted_commitment, gold_strategy, predicted_strategy
-    )
+    counts = _document_counts(doc_codes, gold_commitment, predicted_commitment, gold_strategy, predicted_strategy)
     n_docs = counts["sentences"].shape[0]
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=samples).astype(float)
@@ -299,9 +295,7 @@ def evaluate_predictions(
         metrics[f"strategy_f1_{label}"] = float(f[j])
         metrics[f"strategy_support_{label}"] = float(support[j])
 
-    calibration = {
-        "commitment": calibration_bins(probs.commitment.max(axis=1), pred_c == gold_c, cfg.calibration_bins)
-    }
+    calibration = {"commitment": calibration_bins(probs.commitment.max(axis=1), pred_c == gold_c, cfg.calibration_bins)}
     for j, label in enumerate(STRATEGY_LABELS):
         calibration[label] = calibration_bins(probs.strategy[:, j], gold_s[:, j], cfg.calibration_bins)
     metrics["commitment_ece"] = expected_calibration_error(calibration["commitment"])
@@ -374,9 +368,9 @@ def _plot_confusions(report: EvaluationReport, out_dir: Path) -> list[Path]:
     written = []
     figure = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = figure.add_subplot()
-    ConfusionMatrixDisplay(
-        np.array(report.commitment_confusion), display_labels=list(COMMITMENT_LABELS)
-    ).plot(ax=ax, colorbar=False, xticks_rotation=30, cmap="Blues")
+    ConfusionMatrixDisplay(np.array(report.commitment_confusion), display_labels=list(COMMITMENT_LABELS)).plot(
+        ax=ax, colorbar=False, xticks_rotation=30, cmap="Blues"
+    )
     ax.set_title(f"{report.model}: commitment (rows gold)")
     path = out_dir / "confusion_commitment.png"
     figure.savefig(path, dpi=110)
@@ -492,7 +486,5 @@ def per_class_markdown(report: EvaluationReport) -> str:
         for label in labels:
             values = [report.metrics[f"{head}_{name}_{label}"] for name in ("precision", "recall", "f1")]
             support = int(report.metrics[f"{head}_support_{label}"])
-            lines.append(
-                f"| {head} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {support} |"
-            )
+            lines.append(f"| {head} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {support} |")
     return "\n".join(lines)

@@ -232,9 +232,12 @@ def grouped_split(
     """Split into (train, dev) by document: no document has sentences on both sides."""
     from sklearn.model_selection import GroupShuffleSplit
 
-    if len({s.doc_id for s in sentences}) < 2:
+    n_docs = len({s.doc_id for s in sentences})
+    if n_docs < 2:
         raise ValueError("a grouped split needs at least two documents")
-    splitter = GroupShuffleSplit(n_splits=1, test_size=dev_fraction, random_state=seed)
+    # a whole number of documents, and at least one on each side (a fraction could round to all or none)
+    dev_docs = min(max(round(dev_fraction * n_docs), 1), n_docs - 1)
+    splitter = GroupShuffleSplit(n_splits=1, test_size=dev_docs, random_state=seed)
     groups = [s.doc_id for s in sentences]
     train_idx, dev_idx = next(splitter.split(np.zeros(len(sentences)), groups=groups))
     return [sentences[i] for i in train_idx], [sentences[i] for i in dev_idx]

@@ -127,11 +127,7 @@ def test_bad_annotations_are_reported_by_line_and_nothing_is_written(tmp_path: P
 
     problems = read_annotation_csv(tmp_path / "batch.csv").problems
     assert [p.line for p in problems] == [3, 4, 5]
-    assert (
-        "pengar" in problems[0].message
-        and "skydda" in problems[1].message
-        and "duplicate" in problems[2].message
-    )
+    assert "pengar" in problems[0].message and "skydda" in problems[1].message and "duplicate" in problems[2].message
     with pytest.raises(LabelledDataError):
         import_annotations(tmp_path / "batch.csv", tmp_path / "labelled.jsonl")
     assert not (tmp_path / "labelled.jsonl").exists()
@@ -156,9 +152,7 @@ def test_conflicting_labels_need_overwrite_and_other_splits_keep_their_documents
 
 
 def label(i: int, strategy: list[str], commitment: str) -> LabelledSentence:
-    return LabelledSentence(
-        id=f"d#{i}", doc_id="d", text=f"Mening {i}.", strategy=strategy, commitment=commitment
-    )
+    return LabelledSentence(id=f"d#{i}", doc_id="d", text=f"Mening {i}.", strategy=strategy, commitment=commitment)
 
 
 def test_agreement_kappa_matches_a_hand_computation(tmp_path: Path) -> None:

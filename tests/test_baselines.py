@@ -100,11 +100,7 @@ def test_tfidf_with_context_reads_the_neighbours() -> None:
     model = TfidfModel(min_df=1, context=True).fit(sentences)
     alone = model.predict_proba([SentenceText("Det gäller alla.")])
     around = model.predict_proba(
-        [
-            SentenceText(
-                "Det gäller alla.", previous="Anslaget höjs med miljoner kronor.", next="Medel tillförs."
-            )
-        ]
+        [SentenceText("Det gäller alla.", previous="Anslaget höjs med miljoner kronor.", next="Medel tillförs.")]
     )
     assert not np.allclose(alone.commitment, around.commitment)
 

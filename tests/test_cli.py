@@ -204,3 +204,40 @@ def test_every_subcommand_has_help(tmp_path: Path) -> None:
     for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run"):
         result = cli(tmp_path, command, "--help")
         assert result.returncode == 0 and "--config" in result.stdout, command
+
+
+def test_annotation_round_trip_through_the_cli(tmp_path: Path) -> None:
+    sample = write_sample(tmp_path / "sample")
+    exported = tmp_path / "to_label.csv"
+    result = cli(tmp_path, "annotate", "export", str(sample / "labelled/dev.jsonl"), str(exported), "--limit", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(exported, keep_default_na=False)
+    assert len(table) == 5 and {"previous", "text", "next", "strategy", "commitment"} <= set(table.columns)
+    table["commitment"] = "none"
+    table["strategy"] = ""
+    table.to_csv(exported, index=False)
+    merged = tmp_path / "new.jsonl"
+    result = cli(tmp_path, "annotate", "import", str(exported), str(merged))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(merged.read_text().splitlines()) == 5
+
+    table.loc[0, "commitment"] = "budget"
+    table.to_csv(exported, index=False)
+    result = cli(tmp_path, "annotate", "import", str(exported), str(tmp_path / "other.jsonl"))
+    assert result.returncode == 1 and "budget" in result.stderr
+
+    dev = str(sample / "labelled/dev.jsonl")
+    result = cli(tmp_path, "annotate", "agreement", dev, dev)
+    assert result.returncode == 0 and "1.000" in result.stdout and "nan" not in result.stdout
+
+
+def test_validate_data_reports_documents_in_two_splits(tmp_path: Path) -> None:
+    sample = write_sample(tmp_path / "sample")
+    ok = cli(tmp_path, "validate-data", str(sample / "labelled/train.jsonl"), str(sample / "labelled/dev.jsonl"))
+    assert ok.returncode == 0, ok.stderr
+    leaked = tmp_path / "leaked.jsonl"
+    first_train_line = (sample / "labelled/train.jsonl").read_text().splitlines()[0]
+    row = {**json.loads(first_train_line), "id": "leak#0"}
+    leaked.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    bad = cli(tmp_path, "validate-data", str(sample / "labelled/train.jsonl"), str(leaked))
+    assert bad.returncode == 1 and f"{leaked}:1" in bad.stderr

@@ -81,9 +81,7 @@ def test_metrics_agree_with_sklearn_and_hand_counts() -> None:
         assert m[f"commitment_f1_{label}"] == pytest.approx(value)
     assert m["commitment_macro_f1"] == pytest.approx(np.mean(list(f1s.values())))
     assert m["commitment_macro_f1"] == pytest.approx(
-        f1_score(
-            gold_c, PREDICTED_COMMITMENT, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0
-        )
+        f1_score(gold_c, PREDICTED_COMMITMENT, labels=list(COMMITMENT_LABELS), average="macro", zero_division=0)
     )
     assert m["commitment_accuracy"] == pytest.approx(4 / 6)
     p, r, _, support = precision_recall_fscore_support(gold_c, PREDICTED_COMMITMENT, labels=["none"])
@@ -99,12 +97,7 @@ def test_metrics_agree_with_sklearn_and_hand_counts() -> None:
     assert m["strategy_exact_match"] == pytest.approx(4 / 6)
     assert (m["n_sentences"], m["n_documents"]) == (6, 3)
 
-    assert (
-        report.commitment_confusion[COMMITMENT_LABELS.index("institution")][
-            COMMITMENT_LABELS.index("support")
-        ]
-        == 1
-    )
+    assert report.commitment_confusion[COMMITMENT_LABELS.index("institution")][COMMITMENT_LABELS.index("support")] == 1
     assert report.strategy_confusion["forebygga"] == [[4, 1], [0, 1]]
 
 
@@ -147,9 +140,7 @@ def test_ece_is_zero_when_perfectly_calibrated_and_the_gap_otherwise() -> None:
     confidence = np.full(10, 0.7)
     correct = np.array([1] * 7 + [0] * 3)
     assert expected_calibration_error(calibration_bins(confidence, correct)) == pytest.approx(0.0)
-    assert expected_calibration_error(
-        calibration_bins(np.full(10, 0.9), np.array([1, 0] * 5))
-    ) == pytest.approx(0.4)
+    assert expected_calibration_error(calibration_bins(np.full(10, 0.9), np.array([1, 0] * 5))) == pytest.approx(0.4)
     # two bins: 0.2 with 1/5 positive (calibrated), 0.8 with 5/5 (gap 0.2) -> ECE 0.1
     probs = np.array([0.2] * 5 + [0.8] * 5)
     outcome = np.array([1, 0, 0, 0, 0] + [1] * 5)
@@ -221,9 +212,7 @@ def test_models_are_scored_on_sentences_in_document_order(tmp_path: Path) -> Non
     assert list(reports) == ["keyword", "majority"]
     in_memory = evaluate_model(KeywordModel.from_file(lexicon).fit(sentences), sentences, cfg, name="keyword")
     assert reports["keyword"].metrics == in_memory.metrics
-    assert (
-        reports["keyword"].metrics["commitment_macro_f1"] > reports["majority"].metrics["commitment_macro_f1"]
-    )
+    assert reports["keyword"].metrics["commitment_macro_f1"] > reports["majority"].metrics["commitment_macro_f1"]
 
     table = comparison_table(reports)
     assert table.row_count == 2

@@ -7,6 +7,7 @@ folder with `model.json` that `pipeline.models.load_model` restores.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ from pipeline.schema import (
 )
 
 _ESTIMATORS_FILE = "estimators.skops"
+# skops writes every vocabulary entry as its own array (35,000 files, 38 MB for the default model), so the
+# vectorizers' vocabularies travel as one JSON file instead
+_VOCABULARY_FILE = "vocabulary.json"
 _LEXICON_FILE = "lexicon.yaml"
 # Types a saved TF-IDF folder may contain; anything else in the file is refused on load.
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
@@ -444,6 +448,12 @@ class TfidfModel:
             strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
         )
 
+    def _vectorizers(self) -> dict[str, Any]:
+        named = dict(self.features_["text"].transformer_list)
+        if "context" in self.features_:
+            named["context"] = self.features_["context"]
+        return named
+
     def save(self, path: Path) -> None:
         import skops.io
 
@@ -457,15 +467,28 @@ class TfidfModel:
             params=self.params(),
             strategy_thresholds=self.strategy_thresholds_.tolist(),
             estimators=_ESTIMATORS_FILE,
+            vocabulary=_VOCABULARY_FILE,
         )
-        skops.io.dump(
-            {
-                "features": self.features_,
-                "strategy": self.strategy_models_,
-                "commitment": self.commitment_model_,
-            },
-            path / _ESTIMATORS_FILE,
+        vectorizers = self._vectorizers()
+        vocabularies = {name: v.vocabulary_ for name, v in vectorizers.items()}
+        (path / _VOCABULARY_FILE).write_text(
+            json.dumps({n: {t: int(i) for t, i in v.items()} for n, v in vocabularies.items()}, ensure_ascii=False),
+            encoding="utf-8",
         )
+        try:
+            for vectorizer in vectorizers.values():
+                vectorizer.vocabulary_ = {}
+            skops.io.dump(
+                {
+                    "features": self.features_,
+                    "strategy": self.strategy_models_,
+                    "commitment": self.commitment_model_,
+                },
+                path / _ESTIMATORS_FILE,
+            )
+        finally:
+            for name, vectorizer in vectorizers.items():
+                vectorizer.vocabulary_ = vocabularies[name]
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -481,6 +504,9 @@ class TfidfModel:
         state = skops.io.load(file, trusted=untrusted)
         model = cls(**card["params"])
         model.features_ = state["features"]
+        vocabularies = json.loads((path / card["vocabulary"]).read_text(encoding="utf-8"))
+        for name, vectorizer in model._vectorizers().items():
+            vectorizer.vocabulary_ = vocabularies[name]
         model.strategy_models_ = list(state["strategy"])
         model.commitment_model_ = state["commitment"]
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
