@@ -30,7 +30,15 @@ from pipeline.schema import HeadProbabilities, strategy_matrix
 SHARED = Path(os.environ.get("PIPELINE_SHARED_DIR", "../shared"))
 OUT = Path(os.environ.get("BERT_REFERENCE_OUT", "runs/bert-reference"))
 MINI = str(SHARED / "models" / "sv-bert-mini-cpu")
-COMMON = {"backbone": MINI, "threads": 1, "epochs": 6, "early_stopping_patience": 2, "learning_rate": 1e-4, "batch_size": 16, "max_length": 128}
+COMMON = {
+    "backbone": MINI,
+    "threads": 1,
+    "epochs": 6,
+    "early_stopping_patience": 2,
+    "learning_rate": 1e-4,
+    "batch_size": 16,
+    "max_length": 128,
+}
 
 VARIANTS: dict[str, dict] = {
     # the README's probe: [CLS], no context
@@ -40,10 +48,18 @@ VARIANTS: dict[str, dict] = {
     "mean-context-lr3e-4": {"pooling": "mean", "context": True, "learning_rate": 3e-4, "epochs": 10},
     "mean-lr3e-4": {"pooling": "mean", "context": False, "learning_rate": 3e-4, "epochs": 10},
     "mean-lr3e-4-focal": {
-        "pooling": "mean", "context": False, "learning_rate": 3e-4, "epochs": 10, "commitment_loss": "focal",
+        "pooling": "mean",
+        "context": False,
+        "learning_rate": 3e-4,
+        "epochs": 10,
+        "commitment_loss": "focal",
     },
     "mean-lr3e-4-lld": {
-        "pooling": "mean", "context": False, "learning_rate": 3e-4, "epochs": 10, "layerwise_lr_decay": 0.8,
+        "pooling": "mean",
+        "context": False,
+        "learning_rate": 3e-4,
+        "epochs": 10,
+        "layerwise_lr_decay": 0.8,
         "head_learning_rate": 1e-3,
     },
 }
@@ -52,10 +68,18 @@ VARIANTS: dict[str, dict] = {
 def _scores(gold, probs: HeadProbabilities) -> dict[str, float]:
     report = evaluate_predictions(gold, probs, EvaluateConfig(bootstrap_samples=500))
     m = report.metrics
-    return {k: round(m[k], 4) for k in (
-        "commitment_macro_f1", "commitment_macro_f1_ci_low", "commitment_macro_f1_ci_high",
-        "strategy_macro_f1", "strategy_macro_f1_ci_low", "strategy_macro_f1_ci_high",
-    ) if k in m}
+    return {
+        k: round(m[k], 4)
+        for k in (
+            "commitment_macro_f1",
+            "commitment_macro_f1_ci_low",
+            "commitment_macro_f1_ci_high",
+            "strategy_macro_f1",
+            "strategy_macro_f1_ci_low",
+            "strategy_macro_f1_ci_high",
+        )
+        if k in m
+    }
 
 
 def _untuned(probs: HeadProbabilities) -> HeadProbabilities:
@@ -81,10 +105,16 @@ def finetune(names: list[str], backbone: str | None = None, suffix: str = "") ->
         minutes = (time.monotonic() - started) / 60
         model.save(OUT / "models" / f"{name}{suffix}")
         probs = model.predict_proba(sentence_texts(dev))
-        _record(f"{name}{suffix}", {
-            "spec": {**VARIANTS[name], "backbone": spec.backbone}, "minutes": round(minutes, 1),
-            "epochs_run": len(model.history_), "tuned": _scores(dev, probs), "at_0.5": _scores(dev, _untuned(probs)),
-        })
+        _record(
+            f"{name}{suffix}",
+            {
+                "spec": {**VARIANTS[name], "backbone": spec.backbone},
+                "minutes": round(minutes, 1),
+                "epochs_run": len(model.history_),
+                "tuned": _scores(dev, probs),
+                "at_0.5": _scores(dev, _untuned(probs)),
+            },
+        )
 
 
 def ensemble(names: list[str]) -> None:

@@ -138,9 +138,9 @@ def test_fit_learns_the_constructed_cues(fitted: tuple[BertTwoHeadModel, list]) 
     model, epochs = fitted
     assert isinstance(model, SentenceModel) and model.kind == "bert"
     assert [e for e, _ in epochs] == [1, 2, 3, 4, 5, 6]
-    assert {"train_loss", "dev_commitment_macro_f1", "dev_strategy_macro_f1", "dev_mean_macro_f1"} <= epochs[
-        0
-    ][1].keys()
+    assert {"train_loss", "dev_commitment_macro_f1", "dev_strategy_macro_f1", "dev_mean_macro_f1"} <= epochs[0][
+        1
+    ].keys()
     probs = model.predict_proba(dev_inputs())
     assert probs.commitment.shape == (len(DEV), 5) and probs.strategy.shape == (len(DEV), 3)
     np.testing.assert_allclose(probs.commitment.sum(axis=1), 1.0, atol=1e-5)
@@ -159,9 +159,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_identical_predictions(
     folder = tmp_path / "model"
     model.save(folder)
     card = json.loads((folder / "model.json").read_text())
-    assert (
-        card["kind"] == "bert" and card["spec"]["context"] is True and len(card["strategy_thresholds"]) == 3
-    )
+    assert card["kind"] == "bert" and card["spec"]["context"] is True and len(card["strategy_thresholds"]) == 3
     assert (folder / "encoder" / "model.safetensors").is_file() and (folder / "heads.safetensors").is_file()
     assert AutoModel.from_pretrained(str(folder / "encoder")).config.hidden_size == 32
 
@@ -209,9 +207,7 @@ def test_context_is_segment_b_and_mean_pooling_reads_the_sentence_only(
 ) -> None:
     model, _ = fitted
     tokenizer = model.tokenizer
-    [alone] = encode_sentences(
-        tokenizer, [SentenceText("Myndigheten samordnar.")], context=False, max_length=64
-    )
+    [alone] = encode_sentences(tokenizer, [SentenceText("Myndigheten samordnar.")], context=False, max_length=64)
     [framed] = encode_sentences(
         tokenizer,
         [SentenceText("Myndigheten samordnar.", "Hotet är allvarligt.", "")],

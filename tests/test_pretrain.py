@@ -47,8 +47,7 @@ def constructed_documents(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [
         " ".join(
-            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}."
-            for _ in range(rng.randint(3, 12))
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(3, 12))
         )
         for _ in range(n)
     ]
@@ -110,9 +109,7 @@ def test_tokenizer_is_cased_keeps_swedish_letters_and_round_trips(tmp_path: Path
     assert len(tokenizer) <= 300
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokens = tokenizer.tokenize("Säkerhetspolisen förstärker")
-    assert (
-        "".join(t.removeprefix("##") for t in tokens) == "Säkerhetspolisenförstärker"
-    )  # no accent stripping
+    assert "".join(t.removeprefix("##") for t in tokens) == "Säkerhetspolisenförstärker"  # no accent stripping
     assert tokenizer.tokenize("Skolan") != tokenizer.tokenize("skolan")  # cased
     pair = tokenizer("Skolan granskar.", "Polisen utreder.", return_token_type_ids=True)
     assert pair["input_ids"][0] == tokenizer.cls_token_id
@@ -125,9 +122,7 @@ def test_blocks_are_full_framed_and_lose_no_token(tmp_path: Path, corpus: Path) 
     tokenizer = train_tokenizer([corpus], TokenizerConfig(vocab_size=200), tmp_path / "tok")
     texts = list(iter_corpus_texts([corpus], max_documents=30))
     blocks = list(iter_blocks(texts, tokenizer, block_size=16, docs_per_call=7))
-    assert all(
-        len(b) == 16 and b[0] == tokenizer.cls_token_id and b[-1] == tokenizer.sep_token_id for b in blocks
-    )
+    assert all(len(b) == 16 and b[0] == tokenizer.cls_token_id and b[-1] == tokenizer.sep_token_id for b in blocks)
     stream: list[int] = []
     for text in texts:
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
@@ -150,9 +145,7 @@ def test_heldout_split_is_by_document_and_stable(corpus: Path, tmp_path: Path) -
 
 def test_pretrain_from_scratch_learns_and_saves_a_standard_folder(tmp_path: Path, corpus: Path) -> None:
     seen: list[tuple[int, dict[str, float]]] = []
-    result = pretrain_backbone(
-        micro_config(corpus, tmp_path / "bb"), on_metrics=lambda m, s: seen.append((s, m))
-    )
+    result = pretrain_backbone(micro_config(corpus, tmp_path / "bb"), on_metrics=lambda m, s: seen.append((s, m)))
     assert result.steps == 40 and result.resumed_from_step == 0
     assert result.heldout_loss < math.log(200) - 0.5  # well below a uniform guess over the vocabulary
     assert result.heldout_perplexity == pytest.approx(math.exp(result.heldout_loss))
@@ -199,14 +192,10 @@ def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path: Path, corpus:
 
 def test_continued_pretraining_keeps_the_vocabulary(tmp_path: Path, corpus: Path) -> None:
     base = pretrain_backbone(micro_config(corpus, tmp_path / "base", max_steps=10))
-    cont = micro_config(
-        corpus, tmp_path / "adapted", mode="continue", init_from=str(base.output_dir), max_steps=10
-    )
+    cont = micro_config(corpus, tmp_path / "adapted", mode="continue", init_from=str(base.output_dir), max_steps=10)
     result = pretrain_backbone(cont)
     assert result.steps == 10 and math.isfinite(result.heldout_loss)
-    assert (tmp_path / "adapted" / "tokenizer.json").read_text() == (
-        tmp_path / "base" / "tokenizer.json"
-    ).read_text()
+    assert (tmp_path / "adapted" / "tokenizer.json").read_text() == (tmp_path / "base" / "tokenizer.json").read_text()
     with pytest.raises(ValueError, match="init_from: required"):
         pretrain_backbone(micro_config(corpus, tmp_path / "c2", mode="continue"))
 

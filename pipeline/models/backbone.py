@@ -31,9 +31,7 @@ def _check_reachable(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"backbone {name_or_path!r}: folder has no config.json (not an HF model folder)"
-            )
+            raise FileNotFoundError(f"backbone {name_or_path!r}: folder has no config.json (not an HF model folder)")
         return
     # An HF id is "name" or "owner/name"; anything else that does not exist is a mistyped folder.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:

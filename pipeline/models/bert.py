@@ -195,9 +195,7 @@ def _strategy_pos_weight(gold: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.clip(ratio, 1.0, 20.0), dtype=torch.float32)
 
 
-def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, gamma: float
-) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, gamma: float) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): down-weights examples the model already gets right."""
     log_p = F.log_softmax(logits.float(), dim=-1)
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)
@@ -255,9 +253,7 @@ class BertTwoHeadModel:
         if not hasattr(self, "network_"):
             raise RuntimeError("BertTwoHeadModel is not fitted: call fit() or load() first")
 
-    def _inputs(
-        self, sentences: Sequence[LabelledSentence]
-    ) -> tuple[list[LabelledSentence], list[SentenceText]]:
+    def _inputs(self, sentences: Sequence[LabelledSentence]) -> tuple[list[LabelledSentence], list[SentenceText]]:
         ordered = in_document_order(sentences)
         texts = sentence_texts(ordered)
         if not self.spec.context:
@@ -310,9 +306,7 @@ class BertTwoHeadModel:
         encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
         y_commitment = commitment_indices([s.commitment for s in ordered])
         y_strategy = strategy_matrix([s.strategy for s in ordered])
-        commitment_weight = (
-            _commitment_weights(y_commitment).to(device) if spec.commitment_loss != "plain" else None
-        )
+        commitment_weight = _commitment_weights(y_commitment).to(device) if spec.commitment_loss != "plain" else None
         pos_weight = _strategy_pos_weight(y_strategy).to(device) if spec.strategy_pos_weight else None
         target_c = torch.tensor(y_commitment)
         target_s = torch.tensor(y_strategy, dtype=torch.float32)
@@ -320,9 +314,7 @@ class BertTwoHeadModel:
         steps_per_epoch = math.ceil(len(encoded) / (spec.batch_size * spec.gradient_accumulation))
         total_steps = max(1, steps_per_epoch * spec.epochs)
         optimizer = torch.optim.AdamW(self._parameter_groups())
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(spec.warmup_fraction * total_steps), total_steps
-        )
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_fraction * total_steps), total_steps)
         amp = self._autocast_dtype()
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
         shuffler = torch.Generator().manual_seed(spec.seed)
@@ -334,10 +326,7 @@ class BertTwoHeadModel:
             batches = training_batches([len(e.input_ids) for e in encoded], spec.batch_size, shuffler)
             epoch_loss = 0.0
             for k, rows in enumerate(batches):
-                batch = {
-                    key: t.to(device)
-                    for key, t in collate([encoded[i] for i in rows], self._pad_id()).items()
-                }
+                batch = {key: t.to(device) for key, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     logits_c, logits_s = network(batch)
                 c_true, s_true = target_c[rows].to(device), target_s[rows].to(device)
@@ -415,10 +404,7 @@ class BertTwoHeadModel:
             network.eval()
             with torch.inference_mode():
                 for rows in batches:
-                    batch = {
-                        k: t.to(device)
-                        for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()
-                    }
+                    batch = {k: t.to(device) for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
                     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                         logits_c, logits_s = network(batch)
                     commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
@@ -461,9 +447,7 @@ class BertTwoHeadModel:
             raise ValueError(f"{path}: model.json kind is {card.get('kind')!r}, expected {cls.kind!r}")
         for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
             if tuple(card.get(key, ())) != labels:
-                raise ValueError(
-                    f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}"
-                )
+                raise ValueError(f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}")
         model = cls(BertSpec.model_validate(card["spec"]))
         model._build(path / card.get("encoder", ENCODER_DIR))
         heads = load_file(str(path / card.get("heads", HEADS_FILE)))

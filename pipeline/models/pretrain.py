@@ -249,9 +249,7 @@ def mask_tokens(
     inputs = input_ids.clone()
     to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & masked
     inputs[to_mask] = tokenizer.mask_token_id
-    to_random = (
-        torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & masked & ~to_mask
-    )
+    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & masked & ~to_mask
     random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=generator, dtype=input_ids.dtype)
     inputs[to_random] = random_ids[to_random]
     return inputs, masked, input_ids[masked]
@@ -366,9 +364,7 @@ def _data_fingerprint(cfg: PretrainConfig) -> str:
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     folder = Path(output_dir) / CHECKPOINTS
-    found = (
-        sorted(p for p in folder.glob("step-*") if (p / TRAINING_STATE).is_file()) if folder.is_dir() else []
-    )
+    found = sorted(p for p in folder.glob("step-*") if (p / TRAINING_STATE).is_file()) if folder.is_dir() else []
     return found[-1] if found else None
 
 
