@@ -7,13 +7,14 @@ so any run can be repeated from it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 STAGES = ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain")
 Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain"]
@@ -176,7 +177,35 @@ class BertSpec(Section):
     threads: int | None = None
 
 
-ModelSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec, Field(discriminator="kind")]
+# What an ensemble may hold: any single model (ensembles do not nest).
+MemberSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec, Field(discriminator="kind")]
+
+
+class EnsembleSpec(Section):
+    """A weighted average of its members' probabilities (e.g. 0.3 x BERT + 0.7 x TF-IDF, docs/results.md).
+
+    Each member is fitted as its own spec says; the ensemble then tunes its strategy thresholds on dev (when
+    `fit` gets dev and `tune_thresholds` is on). Weights are normalised to sum to 1.
+    """
+
+    kind: Literal["ensemble"] = "ensemble"
+    members: list[MemberSpec] = Field(min_length=2)
+    weights: list[float]
+    tune_thresholds: bool = True
+
+    @field_validator("weights")
+    @classmethod
+    def _normalised_weights(cls, weights: list[float], info: ValidationInfo) -> list[float]:
+        members = info.data.get("members")
+        if members is not None and len(weights) != len(members):
+            raise ValueError(f"{len(weights)} weight(s) for {len(members)} members; give one weight per member")
+        if not all(w > 0 and math.isfinite(w) for w in weights):
+            raise ValueError(f"every weight must be > 0 (got {weights})")
+        total = sum(weights)
+        return [w / total for w in weights]
+
+
+ModelSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec | EnsembleSpec, Field(discriminator="kind")]
 
 
 class DataConfig(Section):
@@ -313,29 +342,43 @@ def _parse_scalar(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
+def _list_index(node: list[Any], part: str, key: str, file: Path) -> int:
+    """A `--set` key part that addresses a list item (`train.model.members.0.epochs`)."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{file}: --set {key}: {part!r} is not an index of a list of {len(node)} item(s)")
+    return int(part)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str], file: Path) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to the raw mapping."""
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the raw mapping; a number indexes a list."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{file}: --set {item!r}: expected key=value, e.g. train.model.epochs=2")
         key, value = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
+        key = key.strip()
+        node: Any = raw
+        parts = key.split(".")
         for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
+            if isinstance(node, list):
+                child = node[_list_index(node, part, key, file)]
+            else:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+            if not isinstance(child, dict | list):
                 raise ConfigError(f"{file}: --set {key}: {part} is not a section")
             node = child
-        node[parts[-1]] = _parse_scalar(value)
+        if isinstance(node, list):
+            node[_list_index(node, parts[-1], key, file)] = _parse_scalar(value)
+        else:
+            node[parts[-1]] = _parse_scalar(value)
     return raw
 
 
 def _format_error(file: Path, error: ValidationError) -> str:
     first = error.errors()[0]
     # Discriminated unions add the tag (e.g. "bert") to the location; the user never wrote it.
-    tags = {"majority", "keyword", "tfidf", "bert"}
+    tags = {"majority", "keyword", "tfidf", "bert", "ensemble"}
     parts = [str(p) for p in first["loc"] if str(p) not in tags and not str(p).startswith("function-")]
     loc = ".".join(parts)
     kind = first["type"]

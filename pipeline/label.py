@@ -208,14 +208,10 @@ def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
     return predict
 
 
-def label_unique(
-    predict: Predictor, sentences: Sequence[SentenceText]
-) -> tuple[HeadProbabilities, np.ndarray]:
+def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
     """Run the model once per distinct sentence (headings, datelines and signatures repeat across answers)."""
     index: dict[SentenceText, int] = {}
-    inverse = np.fromiter(
-        (index.setdefault(s, len(index)) for s in sentences), dtype=np.int64, count=len(sentences)
-    )
+    inverse = np.fromiter((index.setdefault(s, len(index)) for s in sentences), dtype=np.int64, count=len(sentences))
     probs, truncated = predict(list(index))
     return (
         HeadProbabilities(
@@ -259,9 +255,7 @@ class _BertPredictor:
 
     def _check_quantized(self, sentences: Sequence[SentenceText], quantized: HeadProbabilities) -> None:
         k = min(len(sentences), self.cfg.quantize_check_sentences)
-        reference = self.model.predict_proba(
-            sentences[:k], max_tokens_per_batch=self.cfg.max_tokens_per_batch
-        )
+        reference = self.model.predict_proba(sentences[:k], max_tokens_per_batch=self.cfg.max_tokens_per_batch)
         self.disagreement = label_disagreement(reference, _head_rows(quantized, k))
         if self.disagreement > self.cfg.quantize_max_disagreement:
             raise QuantizationOutOfTolerance(
@@ -280,10 +274,7 @@ class _BertPredictor:
         if not sentences:
             return np.zeros(0, dtype=bool)
         own = np.array(
-            [
-                len(ids)
-                for ids in model.tokenizer([s.text for s in sentences], add_special_tokens=False)["input_ids"]
-            ]
+            [len(ids) for ids in model.tokenizer([s.text for s in sentences], add_special_tokens=False)["input_ids"]]
         )
         if model.spec.context:
             from pipeline.models.bert import encode_sentences
@@ -319,9 +310,9 @@ def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:
     if len(a.commitment) == 0:
         return 0.0
     commitment = a.commitment.argmax(axis=1) != b.commitment.argmax(axis=1)
-    strategy = (
-        (a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])
-    ).any(axis=1)
+    strategy = ((a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])).any(
+        axis=1
+    )
     return float((commitment | strategy).mean())
 
 
@@ -394,8 +385,7 @@ def _label_chunk(
         "role": [s.role for s in flat],
         "text": [s.text for s in flat],
         "strategy": [
-            ";".join(label for label, hit in zip(STRATEGY_LABELS, row, strict=True) if hit)
-            for row in strategy_hits
+            ";".join(label for label, hit in zip(STRATEGY_LABELS, row, strict=True) if hit) for row in strategy_hits
         ],
         **{_p(label): probs.strategy[:, j] for j, label in enumerate(STRATEGY_LABELS)},
         "commitment": [COMMITMENT_LABELS[j] for j in commitment_index],
@@ -473,10 +463,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _item_digest(item: object) -> str:
-    if isinstance(item, Document):
-        payload = item.model_dump_json()
-    else:
-        payload = json.dumps(_reader_reject(item), sort_keys=True)
+    payload = item.model_dump_json() if isinstance(item, Document) else json.dumps(_reader_reject(item), sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -740,9 +727,7 @@ def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[S
         return load_model(folder), ModelInfo(name=name, version=version, uri=uri_or_path)
     folder = Path(uri_or_path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
-            f"label.model {uri_or_path!r}: no such model folder, and not a models:/ or runs:/ URI"
-        )
+        raise FileNotFoundError(f"label.model {uri_or_path!r}: no such model folder, and not a models:/ or runs:/ URI")
     info = ModelInfo(name=folder.resolve().name, version=_folder_digest(folder), uri=uri_or_path)
     return load_model(folder), info
 

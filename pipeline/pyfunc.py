@@ -226,9 +226,9 @@ KIND_REQUIREMENTS = {
 }
 
 
-def requirements(kind: str) -> list[str]:
-    """Pinned pip requirements for a model kind (torch only for BERT), from the installed versions."""
-    names = [*BASE_REQUIREMENTS, *KIND_REQUIREMENTS.get(kind, ())]
+def requirements(*kinds: str) -> list[str]:
+    """Pinned pip requirements for the model kinds in one model (torch only with BERT), installed versions."""
+    names = list(dict.fromkeys([*BASE_REQUIREMENTS, *(n for k in kinds for n in KIND_REQUIREMENTS.get(k, ()))]))
     out = []
     for name in names:
         try:
@@ -237,6 +237,17 @@ def requirements(kind: str) -> list[str]:
         except importlib.metadata.PackageNotFoundError:
             out.append(name)
     return out
+
+
+def model_kinds(model_dir: Path) -> list[str]:
+    """The kind of a saved model folder and, for an ensemble, of every member folder in it."""
+    from pipeline.models.base import read_model_json
+
+    card = read_model_json(model_dir)
+    kinds = [card["kind"]]
+    for folder in card.get("members", []) if card["kind"] == "ensemble" else []:
+        kinds += model_kinds(Path(model_dir) / folder)
+    return kinds
 
 
 def _package_source(staging: Path) -> Path:
@@ -259,10 +270,9 @@ mlflow.models.set_model(SentenceLabellerPyfunc())
 
 def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> ModelInfo:
     """Log a saved model folder as the sentence-labeller pyfunc on the active run (MLflow 3 `name=`)."""
-    from pipeline.models.base import read_model_json
-
     model_dir = Path(model_dir)
-    kind = read_model_json(model_dir)["kind"]
+    kinds = model_kinds(model_dir)
+    kind = kinds[0]
     with tempfile.TemporaryDirectory(prefix="ct-pyfunc-") as tmp:
         staging = Path(tmp)
         segmenter = staging / "segmenter.json"
@@ -288,7 +298,7 @@ def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> ModelI
             code_paths=[str(_package_source(staging))],
             signature=signature(),
             input_example=INPUT_EXAMPLE,
-            pip_requirements=requirements(kind),
+            pip_requirements=requirements(*kinds),
             metadata={"model_kind": kind},
             tags={"model_kind": kind},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,21 @@ def test_set_overrides_any_value(tmp_path: Path) -> None:
     assert config.train.model.epochs == 7
     assert config.tracking.uri == "sqlite:///x.db"
     assert config.stages == ["train"]
+
+
+def test_set_indexes_lists_by_number(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "train:\n  model:\n    kind: ensemble\n    weights: [1, 1]\n"
+        "    members:\n      - {kind: bert, epochs: 8}\n      - {kind: tfidf}\n",
+    )
+    config = load_config(path, ["train.model.members.0.epochs=2", "train.model.members.1.C=0.5"])
+    assert config.train.model.members[0].epochs == 2
+    assert config.train.model.members[1].C == 0.5
+    assert load_config(path, ["train.model.weights.1=3"]).train.model.weights == [0.25, 0.75]
+    for key in ("train.model.members.2.epochs", "train.model.members.first.epochs"):
+        with pytest.raises(ConfigError, match=rf"--set {re.escape(key)}: .* is not an index of a list of 2"):
+            load_config(path, [f"{key}=2"])
 
 
 def test_set_validates_too(tmp_path: Path) -> None:

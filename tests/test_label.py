@@ -118,10 +118,7 @@ def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp
         for label in COMMITMENT_LABELS:
             assert line[f"commitment_{label}"] == (group.commitment == label).sum()
         for label in STRATEGY_LABELS:
-            assert (
-                line[f"strategy_{label}"]
-                == group.strategy.str.split(";").apply(lambda x, y=label: y in x).sum()
-            )
+            assert line[f"strategy_{label}"] == group.strategy.str.split(";").apply(lambda x, y=label: y in x).sum()
         assert line.strategy_none == (group.strategy == "").sum()
     first = summary.loc["svar-0000"]
     assert (first.title, first.date) == ("Svar på skriftlig fråga 0", "2021-05-26")
@@ -239,9 +236,7 @@ def test_interrupted_run_resumes_and_refuses_other_arguments(tfidf_dir: Path, tm
     with pytest.raises(LabelRunMismatch, match=r"differs in label\.max_chars"):
         label_documents(cfg.model_copy(update={"max_chars": 99}), model, info, documents, SegmentConfig())
     with pytest.raises(LabelRunMismatch, match="input differs"):
-        label_documents(
-            cfg, model, info, constructed_documents(20, seed=1), SegmentConfig(), show_progress=False
-        )
+        label_documents(cfg, model, info, constructed_documents(20, seed=1), SegmentConfig(), show_progress=False)
 
     resumed = label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)
     assert resumed.resumed_chunks == 3 and not partial.exists()
@@ -334,6 +329,7 @@ def test_sigkill_at_any_chunk_then_rerun_gives_identical_files(tfidf_dir: Path, 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A micro BERT (2 layers, 32 wide, random encoder) with both heads fitted briefly; max_length 16."""
+    import torch
     from transformers import BertConfig, BertForMaskedLM
 
     from pipeline.models.bert import BertTwoHeadModel
@@ -347,6 +343,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
+    torch.manual_seed(0)  # the encoder keeps its random initial weights; make them the same every run
     BertForMaskedLM(config).save_pretrained(root / "backbone")
     spec = BertSpec(backbone=str(root / "backbone"), max_length=16, epochs=2, batch_size=8, threads=1, seed=3)
     model = BertTwoHeadModel(spec).fit(constructed_sentences())
@@ -377,9 +374,7 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
     context_model = copy.copy(model)
     context_model.spec = model.spec.model_copy(update={"context": True})
     context_cfg = label_config(tmp_path, "bert-context.parquet", threads=1)
-    context = label_documents(
-        context_cfg, context_model, info, documents, SegmentConfig(), show_progress=False
-    )
+    context = label_documents(context_cfg, context_model, info, documents, SegmentConfig(), show_progress=False)
     context_rows = pd.read_parquet(context.output)
     assert context_rows.truncated.sum() > 1
     middle = context_rows[(context_rows.doc_id == "lång") & (context_rows["index"] == 0)]
@@ -398,9 +393,7 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
 
 
 @pytest.mark.slow
-def test_resolve_model_from_the_registry(
-    tfidf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_model_from_the_registry(tfidf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     from pipeline import tracking

@@ -18,9 +18,16 @@ def _bert() -> type:
     return BertTwoHeadModel
 
 
+def _ensemble() -> type:
+    from pipeline.models.ensemble import EnsembleModel
+
+    return EnsembleModel
+
+
 register_kind("majority", _baselines("MajorityModel"))
 register_kind("keyword", _baselines("KeywordModel"))
 register_kind("tfidf", _baselines("TfidfModel"))
 register_kind("bert", _bert)
+register_kind("ensemble", _ensemble)
 
 __all__ = ["SentenceModel", "load_model", "register_kind"]

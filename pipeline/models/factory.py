@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.config import BertSpec, KeywordSpec, MajoritySpec, TfidfSpec
+from pipeline.config import BertSpec, EnsembleSpec, KeywordSpec, MajoritySpec, TfidfSpec
 from pipeline.models.base import SentenceModel
 
 
-def build_model(spec: MajoritySpec | KeywordSpec | TfidfSpec | BertSpec) -> SentenceModel:
-    """An unfitted model for `spec`; torch is imported only for a BERT spec."""
+def build_model(spec: MajoritySpec | KeywordSpec | TfidfSpec | BertSpec | EnsembleSpec) -> SentenceModel:
+    """An unfitted model for `spec`; torch is imported only for a BERT spec (or an ensemble holding one)."""
     from pipeline.models import baselines
 
     if isinstance(spec, MajoritySpec):
@@ -20,4 +20,8 @@ def build_model(spec: MajoritySpec | KeywordSpec | TfidfSpec | BertSpec) -> Sent
         from pipeline.models.bert import BertTwoHeadModel
 
         return BertTwoHeadModel.from_spec(spec)
+    if isinstance(spec, EnsembleSpec):
+        from pipeline.models.ensemble import EnsembleModel
+
+        return EnsembleModel.from_spec(spec)
     raise TypeError(f"build_model: no model for spec {type(spec).__name__}")

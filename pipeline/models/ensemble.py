@@ -1,0 +1,151 @@
+"""A weighted probability average of several sentence models, as one `SentenceModel`.
+
+On the gold data no single model wins both heads: TF-IDF + LR is stronger on commitment, the fine-tuned BERT
+adds on strategy, and 0.3 x BERT + 0.7 x TF-IDF beats TF-IDF on both (docs/results.md, "## BERT"). Making
+the mix a model kind lets `pipeline run`, the registry, batch labelling and retraining use it like any other.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from pipeline.config import EnsembleSpec
+from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.models.base import SentenceModel, load_model, read_model_json, write_model_json
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    STRATEGY_LABELS,
+    HeadProbabilities,
+    LabelledSentence,
+    SentenceText,
+    strategy_matrix,
+)
+
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+
+
+def _takes_on_epoch(model: SentenceModel) -> bool:
+    return "on_epoch" in inspect.signature(model.fit).parameters
+
+
+class EnsembleModel:
+    """Members fitted on the same data; probabilities averaged with fixed weights (normalised to sum to 1).
+
+    Strategy thresholds: tuned on dev for the averaged probabilities when `fit` gets dev (and
+    `tune_thresholds`), else the weighted mean of the members' own thresholds.
+    """
+
+    kind = "ensemble"
+
+    def __init__(
+        self, members: Sequence[SentenceModel], weights: Sequence[float], tune_thresholds: bool = True
+    ) -> None:
+        if len(members) != len(weights) or not members:
+            raise ValueError(f"EnsembleModel: {len(weights)} weight(s) for {len(members)} member(s)")
+        weights_array = np.asarray(weights, dtype=float)
+        if not np.all(np.isfinite(weights_array) & (weights_array > 0)):
+            raise ValueError(f"EnsembleModel: every weight must be > 0 (got {list(weights)})")
+        self.members = list(members)
+        self.weights = weights_array / weights_array.sum()
+        self.tune_thresholds = tune_thresholds
+
+    @classmethod
+    def from_spec(cls, spec: EnsembleSpec) -> EnsembleModel:
+        from pipeline.models.factory import build_model
+
+        return cls([build_model(m) for m in spec.members], spec.weights, spec.tune_thresholds)
+
+    # the protocol
+
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> Self:
+        """Fit every member (each uses dev as its own spec says), then tune the mix's strategy thresholds."""
+        if not train:
+            raise ValueError("EnsembleModel.fit: no training sentences")
+        reporters = [i for i, m in enumerate(self.members) if _takes_on_epoch(m)]
+        for i, member in enumerate(self.members):
+            if on_epoch is not None and i in reporters:
+                member.fit(train, dev, on_epoch=self._member_callback(on_epoch, i, len(reporters)))  # type: ignore[call-arg]
+            else:
+                member.fit(train, dev)
+        self.strategy_thresholds_ = self._mean_member_thresholds()
+        if dev and self.tune_thresholds:
+            from pipeline.evaluate import tune_thresholds
+
+            ordered = in_document_order(dev)
+            probabilities = self.predict_proba(sentence_texts(ordered))
+            gold = strategy_matrix([s.strategy for s in ordered])
+            self.strategy_thresholds_ = tune_thresholds(probabilities.strategy, gold)
+        return self
+
+    def _member_callback(self, on_epoch: EpochCallback, index: int, reporters: int) -> EpochCallback:
+        """One reporting member logs under its own metric names; several get `member<i>.` prefixes."""
+        if reporters == 1:
+            return on_epoch
+        return lambda epoch, metrics: on_epoch(epoch, {f"member{index}.{k}": v for k, v in metrics.items()})
+
+    def _mean_member_thresholds(self) -> np.ndarray:
+        thresholds = [
+            np.asarray(getattr(m, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5)), dtype=float)
+            for m in self.members
+        ]
+        return np.sum([w * t for w, t in zip(self.weights, thresholds, strict=True)], axis=0)
+
+    def member_probabilities(self, sentences: Sequence[SentenceText]) -> list[HeadProbabilities]:
+        """Each member's own output for `sentences`, in member order."""
+        return [member.predict_proba(sentences) for member in self.members]
+
+    def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
+        if not hasattr(self, "strategy_thresholds_"):
+            raise RuntimeError("EnsembleModel is not fitted: call fit() or load() first")
+        n = len(sentences)
+        strategy = np.zeros((n, len(STRATEGY_LABELS)))
+        commitment = np.zeros((n, len(COMMITMENT_LABELS)))
+        for weight, probabilities in zip(self.weights, self.member_probabilities(sentences), strict=True):
+            strategy += weight * probabilities.strategy
+            commitment += weight * probabilities.commitment
+        return HeadProbabilities(
+            strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
+        )
+
+    def save(self, path: Path) -> None:
+        """model.json (weights, thresholds, member folders) and one subfolder per member."""
+        if not hasattr(self, "strategy_thresholds_"):
+            raise RuntimeError("EnsembleModel is not fitted: call fit() or load() first")
+        path = Path(path)
+        folders = [f"member{i}-{member.kind}" for i, member in enumerate(self.members)]
+        for member, folder in zip(self.members, folders, strict=True):
+            member.save(path / folder)
+        write_model_json(
+            path,
+            self.kind,
+            commitment_labels=list(COMMITMENT_LABELS),
+            strategy_labels=list(STRATEGY_LABELS),
+            members=folders,
+            weights=self.weights.tolist(),
+            tune_thresholds=self.tune_thresholds,
+            strategy_thresholds=self.strategy_thresholds_.tolist(),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        card: dict[str, Any] = read_model_json(path)
+        if card.get("kind") != cls.kind:
+            raise ValueError(f"{path}: model.json kind is {card.get('kind')!r}, expected {cls.kind!r}")
+        for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
+            if tuple(card.get(key, ())) != labels:
+                raise ValueError(f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}")
+        members = [load_model(path / folder) for folder in card["members"]]
+        model = cls(members, card["weights"], bool(card.get("tune_thresholds", True)))
+        model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
+        return model

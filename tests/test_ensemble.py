@@ -1,0 +1,322 @@
+"""The ensemble model kind: a weighted mix of real, tiny members (TF-IDF + a micro BERT pretrained here).
+
+Every sentence below is constructed for these tests from templates; none comes from a corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import (
+    BackboneSize,
+    BertSpec,
+    ConfigError,
+    EnsembleSpec,
+    LabelConfig,
+    PretrainConfig,
+    TfidfSpec,
+    TokenizerConfig,
+    load_config,
+)
+from pipeline.evaluate import tune_thresholds
+from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.models import load_model
+from pipeline.models.base import SentenceModel
+from pipeline.models.ensemble import EnsembleModel
+from pipeline.models.factory import build_model
+from pipeline.models.pretrain import pretrain_backbone
+from pipeline.schema import LabelledSentence, strategy_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Constructed templates (written for these tests).
+TOPICS = {
+    "forebygga": ["samtal med unga i riskzon", "föräldrastödet i förorten", "skolans värdegrundsarbete"],
+    "forhindra": ["spaningen mot finansiärer", "gränskontrollen vid terrorresor", "åtal för rekrytering"],
+    "forsvara": ["skalskyddet vid arenor", "beredskapen på järnvägen", "bevakningen av elnätet"],
+}
+TEMPLATES = {
+    "funding": "Vi satsar {n} miljoner på {topic} nästa år.",
+    "pending_proposal": "Regeringen avser att lägga fram ett lagförslag om {topic}.",
+    "support": "Kommunerna får rådgivning och hjälp kring {topic}.",
+    "institution": "Ett nytt nationellt centrum ska ansvara för {topic}.",
+    "none": "Jag vill tacka ledamoten för frågan nummer {n}.",
+}
+
+
+def constructed(n_docs: int, seed: int, prefix: str) -> list[LabelledSentence]:
+    rng = random.Random(seed)
+    out = []
+    for d in range(n_docs):
+        for i in range(5):
+            commitment = rng.choice(list(TEMPLATES))
+            strategy = [] if commitment == "none" else [rng.choice(list(TOPICS))]
+            topic = rng.choice(TOPICS[strategy[0]]) if strategy else ""
+            out.append(
+                LabelledSentence(
+                    id=f"{prefix}{d}#{i}",
+                    doc_id=f"{prefix}{d}",
+                    sentence_index=i,
+                    text=TEMPLATES[commitment].format(n=rng.randint(2, 90), topic=topic),
+                    strategy=strategy,
+                    commitment=commitment,
+                )
+            )
+    return out
+
+
+TRAIN = constructed(24, seed=11, prefix="train")
+DEV = constructed(8, seed=12, prefix="dev")
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT pretrained for 20 steps on constructed documents."""
+    root = tmp_path_factory.mktemp("backbone")
+    corpus = root / "corpus.jsonl"
+    rng = random.Random(0)
+    pool = constructed(40, seed=13, prefix="corpus")
+    with corpus.open("w", encoding="utf-8") as handle:
+        for _ in range(40):
+            text = " ".join(s.text for s in rng.sample(pool, 8))
+            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    cfg = PretrainConfig(
+        corpus=[corpus],
+        output_dir=root / "out",
+        tokenizer=TokenizerConfig(vocab_size=300),
+        size=BackboneSize(layers=2, hidden=32, heads=2, intermediate=64, max_positions=128),
+        block_size=32,
+        batch_size=8,
+        max_steps=20,
+        checkpoint_every=100,
+        heldout_fraction=0.2,
+        threads=1,
+    )
+    return pretrain_backbone(cfg).output_dir
+
+
+def ensemble_spec(backbone: Path, weights: list[float]) -> EnsembleSpec:
+    bert = BertSpec(
+        backbone=str(backbone),
+        context=True,
+        pooling="mean",
+        max_length=64,
+        epochs=3,
+        learning_rate=2e-3,
+        early_stopping_patience=10,
+        threads=1,
+        seed=7,
+    )
+    return EnsembleSpec(members=[bert, TfidfSpec(min_df=1, threshold_folds=0)], weights=weights)
+
+
+@pytest.fixture(scope="module")
+def fitted(backbone: Path) -> tuple[EnsembleModel, list[tuple[int, dict[str, float]]]]:
+    epochs: list[tuple[int, dict[str, float]]] = []
+    model = build_model(ensemble_spec(backbone, [1.0, 3.0]))
+    assert isinstance(model, EnsembleModel)
+    model.fit(TRAIN, DEV, on_epoch=lambda e, m: epochs.append((e, dict(m))))
+    return model, epochs
+
+
+def dev_inputs():
+    return sentence_texts(in_document_order(DEV))
+
+
+# --- the mix ----------------------------------------------------------------------------------------------
+
+
+def test_probabilities_are_the_weighted_mean_of_the_members(fitted: tuple[EnsembleModel, list]) -> None:
+    model, _ = fitted
+    assert isinstance(model, SentenceModel) and model.kind == "ensemble"
+    assert [m.kind for m in model.members] == ["bert", "tfidf"]
+    np.testing.assert_allclose(model.weights, [0.25, 0.75])
+    inputs = dev_inputs()
+    bert, tfidf = (member.predict_proba(inputs) for member in model.members)
+    mixed = model.predict_proba(inputs)
+    np.testing.assert_allclose(mixed.strategy, 0.25 * bert.strategy + 0.75 * tfidf.strategy, atol=1e-12)
+    np.testing.assert_allclose(mixed.commitment, 0.25 * bert.commitment + 0.75 * tfidf.commitment, atol=1e-12)
+    np.testing.assert_allclose(mixed.commitment.sum(axis=1), 1.0, atol=1e-9)
+    # the members really differ, so the weights matter
+    assert np.abs(bert.commitment - tfidf.commitment).max() > 0.05
+
+
+def test_members_are_fitted_as_on_their_own(fitted: tuple[EnsembleModel, list], backbone: Path) -> None:
+    model, _ = fitted
+    alone = build_model(ensemble_spec(backbone, [1.0, 3.0]).members[1]).fit(TRAIN, DEV)
+    inputs = dev_inputs()
+    inside = model.members[1].predict_proba(inputs)
+    np.testing.assert_allclose(inside.commitment, alone.predict_proba(inputs).commitment)
+
+
+def test_strategy_thresholds_are_tuned_on_dev_for_the_mix(fitted: tuple[EnsembleModel, list]) -> None:
+    model, _ = fitted
+    ordered = in_document_order(DEV)
+    mixed = model.predict_proba(sentence_texts(ordered))
+    expected = tune_thresholds(mixed.strategy, strategy_matrix([s.strategy for s in ordered]))
+    np.testing.assert_array_equal(model.strategy_thresholds_, expected)
+    np.testing.assert_array_equal(mixed.strategy_thresholds, expected)
+
+
+def test_without_dev_thresholds_are_the_weighted_member_thresholds() -> None:
+    members = [build_model(TfidfSpec(min_df=1, threshold_folds=3)), build_model(TfidfSpec(min_df=1, C=1.0))]
+    model = EnsembleModel(members, [2.0, 2.0]).fit(TRAIN)
+    own = [m.strategy_thresholds_ for m in members]
+    np.testing.assert_allclose(model.strategy_thresholds_, 0.5 * own[0] + 0.5 * own[1])
+
+
+def test_epochs_of_the_bert_member_are_reported(fitted: tuple[EnsembleModel, list]) -> None:
+    _, epochs = fitted
+    assert [e for e, _ in epochs] == [1, 2, 3]
+    assert all("dev_mean_macro_f1" in metrics for _, metrics in epochs)
+
+
+def test_the_mix_learns_the_constructed_cues(fitted: tuple[EnsembleModel, list]) -> None:
+    model, _ = fitted
+    ordered = in_document_order(DEV)
+    predicted = model.predict_proba(sentence_texts(ordered)).commitment_labels()
+    accuracy = np.mean([p == s.commitment for p, s in zip(predicted, ordered, strict=True)])
+    assert accuracy > 0.8
+
+
+def test_unfitted_model_says_so(backbone: Path) -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        build_model(ensemble_spec(backbone, [1, 1])).predict_proba(dev_inputs())
+
+
+# --- saving and loading -------------------------------------------------------------------------------
+
+LOAD_AND_PREDICT = """
+import json, sys
+import numpy as np
+from pipeline.models import load_model
+from pipeline.schema import SentenceText
+model = load_model(sys.argv[1])
+inputs = [SentenceText(**row) for row in json.loads(open(sys.argv[2], encoding="utf-8").read())]
+p = model.predict_proba(inputs)
+np.savez(sys.argv[3], strategy=p.strategy, commitment=p.commitment, thresholds=p.strategy_thresholds)
+"""
+
+
+def test_save_and_load_in_a_fresh_process_give_identical_probabilities(
+    fitted: tuple[EnsembleModel, list], tmp_path: Path
+) -> None:
+    model, _ = fitted
+    folder = tmp_path / "ensemble"
+    model.save(folder)
+    card = json.loads((folder / "model.json").read_text())
+    assert card["kind"] == "ensemble" and card["weights"] == [0.25, 0.75]
+    assert card["members"] == ["member0-bert", "member1-tfidf"]
+    assert all((folder / name / "model.json").is_file() for name in card["members"])
+
+    inputs = dev_inputs()
+    (tmp_path / "inputs.json").write_text(
+        json.dumps([{"text": s.text, "previous": s.previous, "next": s.next} for s in inputs], ensure_ascii=False),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(folder), str(tmp_path / "inputs.json"), str(tmp_path / "p.npz")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = np.load(tmp_path / "p.npz")
+    original = model.predict_proba(inputs)
+    np.testing.assert_allclose(loaded["strategy"], original.strategy, atol=1e-6)
+    np.testing.assert_allclose(loaded["commitment"], original.commitment, atol=1e-6)
+    np.testing.assert_array_equal(loaded["thresholds"], original.strategy_thresholds)
+
+    again = load_model(folder)
+    assert isinstance(again, EnsembleModel)
+    np.testing.assert_allclose(again.weights, model.weights)
+
+
+def test_the_registered_model_needs_every_members_packages(fitted: tuple[EnsembleModel, list], tmp_path: Path) -> None:
+    from pipeline.pyfunc import model_kinds, requirements
+
+    model, _ = fitted
+    model.save(tmp_path / "ensemble")
+    kinds = model_kinds(tmp_path / "ensemble")
+    assert kinds == ["ensemble", "bert", "tfidf"]
+    names = {r.split("==")[0] for r in requirements(*kinds)}
+    assert {"torch", "transformers", "scikit-learn", "skops", "mlflow"} <= names
+    assert len(names) == len(requirements(*kinds))  # no package twice
+
+
+def test_batch_labelling_takes_the_generic_path(fitted: tuple[EnsembleModel, list]) -> None:
+    from pipeline.label import sentence_predictor
+
+    model, _ = fitted
+    inputs = dev_inputs()
+    probabilities, truncated = sentence_predictor(model, LabelConfig())(inputs)
+    np.testing.assert_allclose(probabilities.commitment, model.predict_proba(inputs).commitment)
+    assert not truncated.any()
+    with pytest.raises(ValueError, match="quantize"):
+        sentence_predictor(model, LabelConfig(quantize="dynamic-int8"))
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, model_yaml: str) -> Path:
+    path = tmp_path / "ensemble.yaml"
+    path.write_text("train:\n  model:\n" + model_yaml, encoding="utf-8")
+    return path
+
+
+def test_weights_are_normalised() -> None:
+    spec = EnsembleSpec(members=[TfidfSpec(), BertSpec()], weights=[3, 7])
+    assert spec.weights == [0.3, 0.7]
+
+
+def test_one_weight_per_member(tmp_path: Path) -> None:
+    path = _config(tmp_path, "    kind: ensemble\n    members: [{kind: tfidf}, {kind: keyword}]\n    weights: [1.0]\n")
+    with pytest.raises(ConfigError, match=r"train\.model\.weights: .*1 weight\(s\) for 2 members"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.0], [1.0, -0.2], [1.0, float("nan")]])
+def test_weights_must_be_positive(weights: list[float]) -> None:
+    with pytest.raises(ValidationError, match="must be > 0"):
+        EnsembleSpec(members=[TfidfSpec(), BertSpec()], weights=weights)
+
+
+def test_members_are_validated_with_their_own_spec(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path, "    kind: ensemble\n    members: [{kind: tfidf, Cee: 2}, {kind: keyword}]\n    weights: [1, 1]\n"
+    )
+    with pytest.raises(ConfigError, match=r"train\.model\.members\.0\.Cee: unknown key"):
+        load_config(path)
+
+
+def test_ensembles_do_not_nest(tmp_path: Path) -> None:
+    inner = "{kind: ensemble, members: [{kind: tfidf}, {kind: keyword}], weights: [1, 1]}"
+    path = _config(tmp_path, f"    kind: ensemble\n    members: [{inner}, {{kind: tfidf}}]\n    weights: [1, 1]\n")
+    with pytest.raises(ConfigError, match=r"train\.model\.members\.0"):
+        load_config(path)
+
+
+def test_a_single_member_is_refused() -> None:
+    with pytest.raises(ValidationError, match="at least 2"):
+        EnsembleSpec(members=[TfidfSpec()], weights=[1.0])
+
+
+def test_override_reaches_a_member_by_index(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path, "    kind: ensemble\n    members: [{kind: bert, epochs: 8}, {kind: tfidf}]\n    weights: [0.3, 0.7]\n"
+    )
+    config = load_config(path, ["train.model.members.0.epochs=2", "train.model.weights=[1, 1]"])
+    assert config.train.model.members[0].epochs == 2
+    assert config.train.model.weights == [0.5, 0.5]
