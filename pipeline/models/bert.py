@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from pipeline.config import BertSpec, EvaluateConfig
@@ -41,6 +42,7 @@ from pipeline.schema import (
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"
 EpochCallback = Callable[[int, dict[str, float]], None]
+_SHOWN_METRICS = ("train_loss", "dev_mean_macro_f1")
 
 
 # --- the network ----------------------------------------------------------------------------------------
@@ -321,6 +323,8 @@ class BertTwoHeadModel:
 
         best_score, best_state, best_thresholds, stale = -math.inf, None, self.strategy_thresholds_, 0
         self.history_ = []
+        # fine-tuning a real backbone takes minutes to hours on CPU: show batches done and an ETA
+        progress = tqdm(total=len(encoded) * spec.epochs, unit="sent", disable=None, desc="fine-tune")
         for epoch in range(1, spec.epochs + 1):
             network.train()
             batches = training_batches([len(e.input_ids) for e in encoded], spec.batch_size, shuffler)
@@ -345,6 +349,7 @@ class BertTwoHeadModel:
                     scaler.update()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                progress.update(len(rows))
             metrics: dict[str, float] = {"train_loss": epoch_loss / len(batches)}
             if dev:
                 metrics.update(self._score_dev(dev))
@@ -358,8 +363,10 @@ class BertTwoHeadModel:
             self.history_.append({"epoch": float(epoch), **metrics})
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
+            progress.set_postfix({k: round(v, 3) for k, v in metrics.items() if k in _SHOWN_METRICS})
             if dev and stale >= spec.early_stopping_patience:
                 break
+        progress.close()
         if best_state is not None:
             network.load_state_dict(best_state)
             self.strategy_thresholds_ = best_thresholds
