@@ -24,7 +24,7 @@ MODEL_NAME = "ct-sentence-labeller-quickstart"
 FAST = [
     "pretrain.max_steps=20",
     "pretrain.batch_size=16",
-    "train.model.epochs=2",
+    "train.model.members.0.epochs=2",  # the BERT member of the ensemble
     "evaluate.bootstrap_samples=50",
 ]
 
@@ -72,7 +72,7 @@ def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> Non
     stages = {r.data.tags.get("stage") for r in runs}
     assert {"ingest", "segment", "pretrain", "train", "evaluate", "label"} <= stages
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and parents[0].data.params["train.model.kind"] == "bert"
+    assert len(parents) == 1 and parents[0].data.params["train.model.kind"] == "ensemble"
     evaluate = next(r for r in runs if r.data.tags.get("stage") == "evaluate")
     assert 0.0 <= evaluate.data.metrics["commitment_macro_f1"] <= 1.0
     assert "baseline-tfidf.strategy_macro_f1" in evaluate.data.metrics

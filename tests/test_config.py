@@ -140,5 +140,5 @@ def test_inputs_made_by_an_earlier_stage_are_not_required(tmp_path: Path) -> Non
 def test_flat_params_cover_resolved_config() -> None:
     config = load_config(ROOT / "configs" / "quickstart.yaml")
     flat = config.flat()
-    assert flat["train.model.kind"] == "bert"
+    assert flat["train.model.kind"] == "ensemble"
     assert flat["tracking.registered_model"] == "ct-sentence-labeller-quickstart"
