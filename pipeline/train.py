@@ -14,11 +14,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.config import BertSpec, KeywordSpec, MajoritySpec, TfidfSpec, TrainConfig
+from pipeline.config import ModelSpec, TrainConfig
 from pipeline.models.factory import build_model
 from pipeline.schema import LabelledSentence
 
-ModelSpec = MajoritySpec | KeywordSpec | TfidfSpec | BertSpec
 EpochCallback = Callable[[int, Mapping[str, float]], None]
 console = Console(stderr=True)
 
