@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
-from pipeline.schema import HeadProbabilities, LabelledSentence, SentenceText
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, SentenceText
 
 MODEL_CARD_FILE = "model.json"
 
@@ -22,9 +22,7 @@ class SentenceModel(Protocol):
 
     kind: str
 
-    def fit(
-        self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None
-    ) -> Self: ...
+    def fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None) -> Self: ...
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities: ...
 
@@ -43,15 +41,33 @@ def register_kind(kind: str, loader: Callable[[], type]) -> None:
 
 
 def write_model_json(path: Path, kind: str, **extra: Any) -> None:
+    """Write the folder's `model.json`: its kind, the label lists its outputs are ordered by, and `extra`."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / MODEL_CARD_FILE).write_text(json.dumps({"kind": kind, **extra}, indent=2, ensure_ascii=False))
+    card = {
+        "kind": kind,
+        "commitment_labels": list(COMMITMENT_LABELS),
+        "strategy_labels": list(STRATEGY_LABELS),
+        **extra,
+    }
+    (path / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False))
 
 
-def read_model_json(path: Path) -> dict[str, Any]:
-    card = Path(path) / MODEL_CARD_FILE
-    if not card.is_file():
+def read_model_json(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """Read `model.json`; refuse a folder of another kind or one saved under a different label scheme.
+
+    The label check matters because probability columns are positional: a model saved when the scheme had
+    other labels (or another order) would otherwise label silently wrong.
+    """
+    card_path = Path(path) / MODEL_CARD_FILE
+    if not card_path.is_file():
         raise FileNotFoundError(f"{path}: not a saved model folder (no {MODEL_CARD_FILE})")
-    return json.loads(card.read_text())
+    card = json.loads(card_path.read_text())
+    if kind is not None and card.get("kind") != kind:
+        raise ValueError(f"{path}: {MODEL_CARD_FILE} kind is {card.get('kind')!r}, expected {kind!r}")
+    for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
+        if tuple(card.get(key, labels)) != labels:
+            raise ValueError(f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}")
+    return card
 
 
 def load_model(path: Path | str) -> SentenceModel:

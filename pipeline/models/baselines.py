@@ -77,30 +77,17 @@ class MajorityModel:
         write_model_json(
             Path(path),
             self.kind,
-            commitment_labels=list(COMMITMENT_LABELS),
-            strategy_labels=list(STRATEGY_LABELS),
             commitment_prior=self.commitment_prior_.tolist(),
             strategy_prior=self.strategy_prior_.tolist(),
         )
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        card = _read_card(Path(path), cls.kind)
+        card = read_model_json(Path(path), cls.kind)
         model = cls()
         model.commitment_prior_ = np.asarray(card["commitment_prior"], dtype=float)
         model.strategy_prior_ = np.asarray(card["strategy_prior"], dtype=float)
         return model
-
-
-def _read_card(path: Path, kind: str) -> dict[str, Any]:
-    card = read_model_json(path)
-    if card.get("kind") != kind:
-        raise ValueError(f"{path}: model.json says kind {card.get('kind')!r}, expected {kind!r}")
-    if card.get("commitment_labels", list(COMMITMENT_LABELS)) != list(COMMITMENT_LABELS) or card.get(
-        "strategy_labels", list(STRATEGY_LABELS)
-    ) != list(STRATEGY_LABELS):
-        raise ValueError(f"{path}: saved with a different label scheme than pipeline/schema.py")
-    return card
 
 
 # --- keyword rules -----------------------------------------------------------------------------------
@@ -232,8 +219,6 @@ class KeywordModel:
         write_model_json(
             path,
             self.kind,
-            commitment_labels=list(COMMITMENT_LABELS),
-            strategy_labels=list(STRATEGY_LABELS),
             lexicon=_LEXICON_FILE,
             commitment_confidence=self.commitment_confidence_.tolist(),
             strategy_fired=self.strategy_fired_.tolist(),
@@ -245,7 +230,7 @@ class KeywordModel:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        card = _read_card(path, cls.kind)
+        card = read_model_json(path, cls.kind)
         model = cls(read_lexicon(path / card["lexicon"]))
         model.commitment_confidence_ = np.asarray(card["commitment_confidence"], dtype=float)
         model.strategy_fired_ = np.asarray(card["strategy_fired"], dtype=float)
@@ -462,8 +447,6 @@ class TfidfModel:
         write_model_json(
             path,
             self.kind,
-            commitment_labels=list(COMMITMENT_LABELS),
-            strategy_labels=list(STRATEGY_LABELS),
             params=self.params(),
             strategy_thresholds=self.strategy_thresholds_.tolist(),
             estimators=_ESTIMATORS_FILE,
@@ -495,7 +478,7 @@ class TfidfModel:
         import skops.io
 
         path = Path(path)
-        card = _read_card(path, cls.kind)
+        card = read_model_json(path, cls.kind)
         file = path / card["estimators"]
         untrusted = skops.io.get_untrusted_types(file=file)
         refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]

@@ -437,8 +437,6 @@ class BertTwoHeadModel:
             path,
             self.kind,
             spec=self.spec.model_dump(mode="json"),
-            commitment_labels=list(COMMITMENT_LABELS),
-            strategy_labels=list(STRATEGY_LABELS),
             strategy_thresholds=self.strategy_thresholds_.tolist(),
             max_length=self.max_length_,
             encoder=ENCODER_DIR,
@@ -449,12 +447,7 @@ class BertTwoHeadModel:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        card = read_model_json(path)
-        if card.get("kind") != cls.kind:
-            raise ValueError(f"{path}: model.json kind is {card.get('kind')!r}, expected {cls.kind!r}")
-        for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
-            if tuple(card.get(key, ())) != labels:
-                raise ValueError(f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}")
+        card = read_model_json(path, cls.kind)
         model = cls(BertSpec.model_validate(card["spec"]))
         model._build(path / card.get("encoder", ENCODER_DIR))
         heads = load_file(str(path / card.get("heads", HEADS_FILE)))

@@ -128,8 +128,6 @@ class EnsembleModel:
         write_model_json(
             path,
             self.kind,
-            commitment_labels=list(COMMITMENT_LABELS),
-            strategy_labels=list(STRATEGY_LABELS),
             members=folders,
             weights=self.weights.tolist(),
             tune_thresholds=self.tune_thresholds,
@@ -139,12 +137,7 @@ class EnsembleModel:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        card: dict[str, Any] = read_model_json(path)
-        if card.get("kind") != cls.kind:
-            raise ValueError(f"{path}: model.json kind is {card.get('kind')!r}, expected {cls.kind!r}")
-        for key, labels in (("commitment_labels", COMMITMENT_LABELS), ("strategy_labels", STRATEGY_LABELS)):
-            if tuple(card.get(key, ())) != labels:
-                raise ValueError(f"{path}: saved {key} {card.get(key)} differ from this version's {list(labels)}")
+        card: dict[str, Any] = read_model_json(path, cls.kind)
         members = [load_model(path / folder) for folder in card["members"]]
         model = cls(members, card["weights"], bool(card.get("tune_thresholds", True)))
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
