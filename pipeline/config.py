@@ -237,6 +237,12 @@ class EvaluateConfig(Section):
     calibration_bins: int = 10
     top_errors: int = 25
     seed: int = 13
+    # the model folder every other model is compared with, paired over the same document resamples
+    # (paired.md); None: no paired comparison
+    reference: str | None = "baseline-tfidf"
+    # strategy thresholds for every model: its own (as_trained), tuned on the scored data (dev: optimistic,
+    # for comparing models under one rule only) or 0.5 (half)
+    threshold_rule: Literal["as_trained", "dev", "half"] = "as_trained"
 
 
 # --- label ----------------------------------------------------------------------------------------------

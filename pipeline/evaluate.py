@@ -16,6 +16,14 @@ Metric keys (`EvaluationReport.metrics`; MLflow logs them, the retrain gate comp
 - `n_sentences`, `n_documents`
 
 F1 of a class with neither gold nor predicted examples counts as 0 (scikit-learn's `zero_division=0`).
+
+Paired comparison (`paired_differences`, `paired_comparison`): two models scored on the same document resamples
+(the same draws as the per-model intervals, for the same seed), so the interval is that of the difference
+and the noise both models share (which documents happen to be drawn) cancels.
+
+Threshold rule (`EvaluateConfig.threshold_rule`): strategy decisions use each model's own thresholds
+(`as_trained`), thresholds tuned on the scored data itself for every model (`dev`: optimistic, it has seen
+the answers), or 0.5 for every model (`half`). Commitment takes the argmax and ignores it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +61,16 @@ INTERVAL_METRICS: tuple[str, ...] = (
     "strategy_micro_f1",
     "strategy_exact_match",
 )
+HEADLINE_METRICS: tuple[str, ...] = ("commitment_macro_f1", "strategy_macro_f1")
 REPORT_FILE = "report.json"
 ERRORS_FILE = "errors.csv"
+PAIRED_FILE = "paired.md"
+PAIRED_JSON_FILE = "paired.json"
+THRESHOLD_RULES: dict[str, str] = {
+    "as_trained": "each model's own thresholds, as trained",
+    "dev": "tuned on the scored data for every model (optimistic: the thresholds have seen the answers)",
+    "half": "0.5 for every model",
+}
 
 
 class CalibrationBin(BaseModel):
@@ -75,6 +92,51 @@ class EvaluationReport(BaseModel):
     strategy_thresholds: list[float]
     errors: list[dict[str, Any]]  # the most confident errors, both heads
     bootstrap_samples: int
+    threshold_rule: str = "as_trained"  # how strategy_thresholds were chosen (THRESHOLD_RULES)
+
+
+class PairedDifference(BaseModel):
+    """One metric, model minus reference, over the same document resamples.
+
+    `difference` is on the full data; `mean_difference`, `ci_low`, `ci_high` (95% percentile interval) over
+    the resamples. A resample counts as a tie when both values are equal (to 1e-12); `share_better` counts
+    only resamples where the model is strictly ahead, so the reference is ahead in 1 - better - tied.
+    """
+
+    model: float
+    reference: float
+    difference: float
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    share_better: float
+    share_tied: float
+
+
+class PairedComparison(BaseModel):
+    """Every scored model against one reference model (written as paired.md and paired.json)."""
+
+    reference: str
+    threshold_rule: str
+    samples: int
+    seed: int
+    n_sentences: int
+    n_documents: int
+    differences: dict[str, dict[str, PairedDifference]]  # model -> metric -> difference
+
+    def flat_metrics(self) -> dict[str, float]:
+        """`paired.{model}.{metric}.{diff,ci_low,ci_high,share_better}`, for MLflow."""
+        return {
+            f"paired.{name}.{metric}.{field}": value
+            for name, by_metric in self.differences.items()
+            for metric, d in by_metric.items()
+            for field, value in (
+                ("diff", d.difference),
+                ("ci_low", d.ci_low),
+                ("ci_high", d.ci_high),
+                ("share_better", d.share_better),
+            )
+        }
 
 
 # --- pieces ------------------------------------------------------------------------------------------
@@ -190,12 +252,110 @@ def bootstrap_metrics(
     Sentences of one document are not independent (same author, topic and labelling), so the unit of
     resampling is the document; each sample draws as many documents as there are.
     """
-    _, doc_codes = np.unique(np.asarray(doc_ids), return_inverse=True)
+    doc_codes = _document_codes(doc_ids)
     counts = _document_counts(doc_codes, gold_commitment, predicted_commitment, gold_strategy, predicted_strategy)
-    n_docs = counts["sentences"].shape[0]
+    return _metrics_from_counts(counts, _document_draws(counts["sentences"].shape[0], samples, seed))
+
+
+def _document_codes(doc_ids: Sequence[str]) -> np.ndarray:
+    return np.unique(np.asarray(doc_ids), return_inverse=True)[1]
+
+
+def _document_draws(n_docs: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, n_docs): how often each document is drawn in each resample; the seed fixes the draws."""
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=samples).astype(float)
-    return _metrics_from_counts(counts, weights)
+    return rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=samples).astype(float)
+
+
+TIE_TOLERANCE = 1e-12
+
+
+def paired_differences(
+    gold: Sequence[LabelledSentence],
+    probs_model: HeadProbabilities,
+    probs_reference: HeadProbabilities,
+    *,
+    metrics: Sequence[str] = HEADLINE_METRICS,
+    samples: int = 1000,
+    seed: int = 13,
+) -> dict[str, PairedDifference]:
+    """Model minus reference for each metric, both scored on the same document resamples.
+
+    Row i of both probabilities is sentence `gold[i]`; each model's own `strategy_thresholds` decide its
+    strategy labels (apply a threshold rule first with `with_threshold_rule`). The draws are those of
+    `bootstrap_metrics` for the same seed, so each model's side matches its own reported interval.
+    """
+    unknown = [m for m in metrics if m not in INTERVAL_METRICS]
+    if unknown:
+        raise ValueError(f"paired_differences: metrics {unknown} have no bootstrap; choose from {INTERVAL_METRICS}")
+    if samples < 1:
+        raise ValueError(f"paired_differences: samples must be at least 1, got {samples}")
+    _check_probabilities(gold, probs_model, "paired_differences (model)")
+    _check_probabilities(gold, probs_reference, "paired_differences (reference)")
+    doc_codes = _document_codes([s.doc_id for s in gold])
+    gold_c, gold_s = _gold_arrays(gold)
+    counts = []
+    for probs in (probs_model, probs_reference):
+        pred_c, pred_s = _decisions(probs)
+        counts.append(_document_counts(doc_codes, gold_c, pred_c, gold_s, pred_s))
+    n_docs = counts[0]["sentences"].shape[0]
+    draws = _document_draws(n_docs, samples, seed)
+    everything = np.ones((1, n_docs))
+    model, reference = (_metrics_from_counts(c, draws) for c in counts)
+    model_full, reference_full = (_metrics_from_counts(c, everything) for c in counts)
+    out = {}
+    for key in metrics:
+        diff = model[key] - reference[key]
+        tied = np.abs(diff) <= TIE_TOLERANCE
+        out[key] = PairedDifference(
+            model=float(model_full[key][0]),
+            reference=float(reference_full[key][0]),
+            difference=float(model_full[key][0] - reference_full[key][0]),
+            mean_difference=float(diff.mean()),
+            ci_low=float(np.percentile(diff, 2.5)),
+            ci_high=float(np.percentile(diff, 97.5)),
+            share_better=float(np.mean((diff > 0) & ~tied)),
+            share_tied=float(np.mean(tied)),
+        )
+    return out
+
+
+# --- decisions ---------------------------------------------------------------------------------------
+
+
+def _check_probabilities(gold: Sequence[LabelledSentence], probs: HeadProbabilities, caller: str) -> None:
+    n = len(gold)
+    if n == 0:
+        raise ValueError(f"{caller}: no gold sentences")
+    if probs.commitment.shape != (n, len(COMMITMENT_LABELS)) or probs.strategy.shape != (n, len(STRATEGY_LABELS)):
+        raise ValueError(
+            f"{caller}: probabilities for {probs.commitment.shape[0]} / "
+            f"{probs.strategy.shape[0]} sentences (commitment / strategy), gold has {n}"
+        )
+
+
+def _gold_arrays(gold: Sequence[LabelledSentence]) -> tuple[np.ndarray, np.ndarray]:
+    return commitment_indices([s.commitment for s in gold]), strategy_matrix([s.strategy for s in gold])
+
+
+def _decisions(probs: HeadProbabilities) -> tuple[np.ndarray, np.ndarray]:
+    """Commitment: the most probable type; strategy: each label at or above its threshold."""
+    return probs.commitment.argmax(axis=1), (probs.strategy >= probs.strategy_thresholds[None, :]).astype(np.int64)
+
+
+def with_threshold_rule(gold: Sequence[LabelledSentence], probs: HeadProbabilities, rule: str) -> HeadProbabilities:
+    """The probabilities with strategy thresholds chosen by `rule` (see THRESHOLD_RULES); a copy, not in place.
+
+    `dev` tunes on `gold` itself, the data about to be scored: use it only to compare models under one rule,
+    never as an estimate of how a model will do.
+    """
+    if rule == "as_trained":
+        return probs
+    if rule == "half":
+        return replace(probs, strategy_thresholds=np.full(len(STRATEGY_LABELS), 0.5))
+    if rule == "dev":
+        return replace(probs, strategy_thresholds=tune_thresholds(probs.strategy, _gold_arrays(gold)[1]))
+    raise ValueError(f"threshold rule {rule!r}: expected one of {sorted(THRESHOLD_RULES)}")
 
 
 # --- the report --------------------------------------------------------------------------------------
@@ -258,20 +418,10 @@ def evaluate_predictions(
 
     cfg = cfg or EvaluateConfig()
     n = len(gold)
-    if n == 0:
-        raise ValueError("evaluate_predictions: no gold sentences")
-    if probs.commitment.shape != (n, len(COMMITMENT_LABELS)) or probs.strategy.shape != (
-        n,
-        len(STRATEGY_LABELS),
-    ):
-        raise ValueError(
-            f"evaluate_predictions: probabilities for {probs.commitment.shape[0]} / "
-            f"{probs.strategy.shape[0]} sentences (commitment / strategy), gold has {n}"
-        )
-    gold_c = commitment_indices([s.commitment for s in gold])
-    pred_c = probs.commitment.argmax(axis=1)
-    gold_s = strategy_matrix([s.strategy for s in gold])
-    pred_s = (probs.strategy >= probs.strategy_thresholds[None, :]).astype(np.int64)
+    _check_probabilities(gold, probs, "evaluate_predictions")
+    probs = with_threshold_rule(gold, probs, cfg.threshold_rule)
+    gold_c, gold_s = _gold_arrays(gold)
+    pred_c, pred_s = _decisions(probs)
     k_labels = list(range(len(COMMITMENT_LABELS)))
 
     metrics: dict[str, float] = {"n_sentences": float(n), "n_documents": float(len({s.doc_id for s in gold}))}
@@ -327,6 +477,7 @@ def evaluate_predictions(
         strategy_thresholds=[float(t) for t in probs.strategy_thresholds],
         errors=_most_confident_errors(gold, probs, pred_c, gold_c, pred_s, gold_s, cfg.top_errors),
         bootstrap_samples=cfg.bootstrap_samples,
+        threshold_rule=cfg.threshold_rule,
     )
 
 
@@ -341,21 +492,73 @@ def evaluate_model(
     return evaluate_predictions(ordered, model.predict_proba(sentence_texts(ordered)), cfg, model_name=name)
 
 
-def evaluate_models(
+@dataclass
+class ScoredModels:
+    """Several models scored on the same data: what the reports and the paired comparison are made from."""
+
+    gold: list[LabelledSentence]  # in document order; row i of every probabilities is sentence i
+    probabilities: dict[str, HeadProbabilities]  # strategy thresholds as the threshold rule chose them
+    reports: dict[str, EvaluationReport]
+
+
+def score_models(
     model_dirs: Sequence[Path], data: Sequence[LabelledSentence], cfg: EvaluateConfig | None = None
-) -> dict[str, EvaluationReport]:
+) -> ScoredModels:
     """The evaluate stage: load each saved model folder and score it on the same data.
 
-    Reports are keyed by folder name (with the parent folder prefixed when two names collide).
+    Keys are folder names (with the parent folder prefixed when two names collide).
     """
     from pipeline.models.base import load_model
 
+    cfg = cfg or EvaluateConfig()
+    gold = in_document_order(data)
+    texts = sentence_texts(gold)
     names = [Path(d).name for d in model_dirs]
-    reports: dict[str, EvaluationReport] = {}
+    scored = ScoredModels(gold=gold, probabilities={}, reports={})
     for folder, name in zip(model_dirs, names, strict=True):
         key = name if names.count(name) == 1 else f"{Path(folder).parent.name}/{name}"
-        reports[key] = evaluate_model(load_model(folder), data, cfg, name=key)
-    return reports
+        probs = with_threshold_rule(gold, load_model(folder).predict_proba(texts), cfg.threshold_rule)
+        scored.probabilities[key] = probs
+        scored.reports[key] = evaluate_predictions(gold, probs, cfg, model_name=key)
+    return scored
+
+
+def evaluate_models(
+    model_dirs: Sequence[Path], data: Sequence[LabelledSentence], cfg: EvaluateConfig | None = None
+) -> dict[str, EvaluationReport]:
+    """`score_models`, reports only."""
+    return score_models(model_dirs, data, cfg).reports
+
+
+def paired_comparison(
+    scored: ScoredModels,
+    reference: str,
+    cfg: EvaluateConfig | None = None,
+    metrics: Sequence[str] = HEADLINE_METRICS,
+) -> PairedComparison:
+    """Every other scored model against `reference` (`paired_differences`, cfg's samples and seed)."""
+    cfg = cfg or EvaluateConfig()
+    if reference not in scored.probabilities:
+        raise ValueError(
+            f"evaluate.reference {reference!r} is not among the scored models {sorted(scored.probabilities)}"
+        )
+    samples = cfg.bootstrap_samples
+    differences = {
+        name: paired_differences(
+            scored.gold, probs, scored.probabilities[reference], metrics=metrics, samples=samples, seed=cfg.seed
+        )
+        for name, probs in scored.probabilities.items()
+        if name != reference
+    }
+    return PairedComparison(
+        reference=reference,
+        threshold_rule=cfg.threshold_rule,
+        samples=samples,
+        seed=cfg.seed,
+        n_sentences=len(scored.gold),
+        n_documents=len({s.doc_id for s in scored.gold}),
+        differences=differences,
+    )
 
 
 # --- output ------------------------------------------------------------------------------------------
@@ -443,6 +646,9 @@ _COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+_METRIC_TITLES = {key: title for title, key, _ in _COLUMNS}
+
+
 def _cells(report: EvaluationReport) -> list[str]:
     return [
         _with_interval(report.metrics, key) if interval else f"{report.metrics[key]:.3f}"
@@ -461,6 +667,8 @@ def comparison_table(reports: Mapping[str, EvaluationReport]) -> Table:
         if first
         else None
     )
+    if first and first.threshold_rule != "as_trained":
+        caption += f"; strategy thresholds: {THRESHOLD_RULES[first.threshold_rule]}"
     table = Table(title="Model comparison", caption=caption)
     table.add_column("model")
     for title, _, _ in _COLUMNS:
@@ -476,6 +684,8 @@ def comparison_markdown(reports: Mapping[str, EvaluationReport]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, report in reports.items():
         lines.append("| " + " | ".join([name, *_cells(report)]) + " |")
+    rules = {report.threshold_rule for report in reports.values()} - {"as_trained"}
+    lines += [f"\nStrategy thresholds ({rule}): {THRESHOLD_RULES[rule]}." for rule in sorted(rules)]
     return "\n".join(lines)
 
 
@@ -488,3 +698,61 @@ def per_class_markdown(report: EvaluationReport) -> str:
             support = int(report.metrics[f"{head}_support_{label}"])
             lines.append(f"| {head} | {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {support} |")
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}".replace("-", "−")
+
+
+def _paired_header(comparison: PairedComparison) -> list[str]:
+    return ["model", "metric", "value", comparison.reference, "difference [95%]", "model ahead", "tied"]
+
+
+def _paired_rows(comparison: PairedComparison) -> list[list[str]]:
+    rows = []
+    for name, by_metric in comparison.differences.items():
+        for metric, d in by_metric.items():
+            rows.append(
+                [
+                    name,
+                    _METRIC_TITLES.get(metric, metric),
+                    f"{d.model:.3f}",
+                    f"{d.reference:.3f}",
+                    f"{_signed(d.difference)} [{_signed(d.ci_low)}, {_signed(d.ci_high)}]",
+                    f"{d.share_better:.1%}",
+                    f"{d.share_tied:.1%}",
+                ]
+            )
+    return rows
+
+
+def paired_caption(comparison: PairedComparison) -> str:
+    """What the paired numbers are, in one paragraph (above the Markdown table, under the rich one)."""
+    return (
+        f"Paired document bootstrap against {comparison.reference}: model − reference on the same "
+        f"{comparison.samples} resamples of the {comparison.n_documents} documents ({comparison.n_sentences} "
+        f"sentences, seed {comparison.seed}). Difference on the full data, [95% interval of the resampled "
+        "differences]; model ahead: share of resamples where the model is strictly better (tied: equal). "
+        f"Strategy thresholds: {THRESHOLD_RULES[comparison.threshold_rule]}."
+    )
+
+
+def paired_markdown(comparison: PairedComparison) -> str:
+    """The paired comparison as Markdown: a caption paragraph, then one row per model and metric."""
+    header = _paired_header(comparison)
+    lines = [paired_caption(comparison), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in _paired_rows(comparison)]
+    return "\n".join(lines)
+
+
+def paired_table(comparison: PairedComparison) -> Table:
+    """The paired comparison as a rich table for the terminal."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"Paired against {comparison.reference}", caption=escape(paired_caption(comparison)))
+    for i, title in enumerate(_paired_header(comparison)):
+        table.add_column(title, justify="left" if i < 2 else "right")
+    for row in _paired_rows(comparison):
+        table.add_row(*row)
+    return table

@@ -69,9 +69,7 @@ def segment_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.segment import segment_stage as segment
 
     result = segment(config.segment)
-    mlflow.log_metrics(
-        {"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects}
-    )
+    mlflow.log_metrics({"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects})
     _log_file(Path(config.segment.rejects), "rejects")
     code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
     return StageOutcome(
@@ -126,9 +124,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
         outputs[model.name] = str(model.path)
         if not config.train.register_model:
             continue
-        metrics = (
-            evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
-        )
+        metrics = evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
         card = tracking.write_model_card(
             name=f"{config.tracking.registered_model} ({model.name})",
             kind=model.kind,
@@ -143,8 +139,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
             version = tracking.register(info.model_uri, config.tracking.registered_model)
             outputs["registered_version"] = str(version)
             console.print(
-                f"registered {config.tracking.registered_model} version {version} "
-                f"(alias {tracking.CHALLENGER})"
+                f"registered {config.tracking.registered_model} version {version} (alias {tracking.CHALLENGER})"
             )
     return StageOutcome("train", outputs=outputs, message=f"trained {', '.join(m.name for m in trained)}")
 
@@ -153,30 +148,60 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
     import mlflow
 
     from pipeline import tracking
-    from pipeline.evaluate import comparison_markdown, comparison_table, evaluate_models, write_report
+    from pipeline.evaluate import (
+        PAIRED_FILE,
+        PAIRED_JSON_FILE,
+        comparison_markdown,
+        comparison_table,
+        paired_comparison,
+        paired_markdown,
+        paired_table,
+        score_models,
+        write_report,
+    )
     from pipeline.labelled_data import read_labelled
     from pipeline.models.base import MODEL_CARD_FILE
 
-    folders = [Path(p) for p in config.evaluate.models] or sorted(
+    cfg = config.evaluate
+    folders = [Path(p) for p in cfg.models] or sorted(
         p.parent for p in Path(config.train.output_dir).glob(f"*/{MODEL_CARD_FILE}")
     )
     if not folders:
         raise FileNotFoundError(
             f"evaluate: no saved models in {config.train.output_dir} (run `train` first or set evaluate.models)"
         )
-    data_path = Path(config.evaluate.data or config.data.dev)
+    data_path = Path(cfg.data or config.data.dev)
     data = read_labelled(data_path)
     tracking.log_dataset(data, data_path.stem, "eval", data_path)
-    reports = evaluate_models(folders, data, config.evaluate)
-    out = Path(config.evaluate.output_dir)
+    scored = score_models(folders, data, cfg)
+    reports = scored.reports
+    out = Path(cfg.output_dir)
     for name, report in reports.items():
         tracking.log_evaluation(report, write_report(report, out / name), prefix=name)
     if "model" in reports:  # the configured model's numbers, unprefixed, for the runs table in the UI
         mlflow.log_metrics({k: float(v) for k, v in reports["model"].metrics.items()})
+    mlflow.set_tag("evaluate.threshold_rule", cfg.threshold_rule)
     comparison = comparison_markdown(reports)
     (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")
     mlflow.log_text(comparison, "evaluation/comparison.md")
     console.print(comparison_table(reports))
+
+    # paired comparison: skipped with a note when the default reference was not scored, refused when one was named
+    for stale in (PAIRED_FILE, PAIRED_JSON_FILE):
+        (out / stale).unlink(missing_ok=True)
+    reference = cfg.reference
+    if reference and reference not in reports and "reference" not in cfg.model_fields_set:
+        console.print(f"no paired comparison: the default reference {reference!r} was not scored")
+        reference = None
+    if reference and len(reports) > 1 and cfg.bootstrap_samples > 0:
+        paired = paired_comparison(scored, reference, cfg)
+        markdown = paired_markdown(paired)
+        (out / PAIRED_FILE).write_text(markdown + "\n", encoding="utf-8")
+        (out / PAIRED_JSON_FILE).write_text(paired.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        mlflow.log_text(markdown, f"evaluation/{PAIRED_FILE}")
+        mlflow.log_dict(paired.model_dump(mode="json"), f"evaluation/{PAIRED_JSON_FILE}")
+        mlflow.log_metrics(paired.flat_metrics())
+        console.print(paired_table(paired))
     return StageOutcome("evaluate", outputs={"evaluation": str(out)}, message=f"scored {len(reports)} models")
 
 
@@ -187,9 +212,7 @@ def label_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.label import label_documents, resolve_model
 
     model, info = resolve_model(config.label.model)
-    result = label_documents(
-        config.label, model, info, read_documents(Path(config.label.input)), config.segment
-    )
+    result = label_documents(config.label, model, info, read_documents(Path(config.label.input)), config.segment)
     mlflow.log_metrics(
         {
             "documents": result.documents,
