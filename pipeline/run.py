@@ -17,7 +17,8 @@ from rich.console import Console
 
 from pipeline.config import ConfigError, PipelineConfig
 
-console = Console(stderr=True)
+# Logs and CI are not terminals; rich would then wrap the comparison tables at 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
