@@ -1,23 +1,27 @@
 """Labelling throughput: `label_documents` against a transformers `pipeline("text-classification")` loop.
 
     python bench/label_throughput.py [--shapes small,base] [--threads 2] [--repeats 2]
+                                     [--small-sentences 800,4000] [--base-sentences 600]
 
 Same model weights, same sentences, same thread count, in one process. For each model shape:
 
 - `hf-pipeline`: transformers `pipeline("text-classification")`, batch 32, truncation to 128 tokens, over the
   sentences in document order (a `BertForSequenceClassification` on the same encoder weights);
-- `predict_proba` / `predict int8`: the model's own length-sorted, token-budget batching, inference only, in
-  float32 and with the Linear layers dynamically quantized to int8;
-- `label fp32` / `label int8`: the whole stage (segmentation, duplicate caching, inference, chunk commits,
-  final parquet), float32 and int8; the int8 stage includes its one-off agreement check (the first
-  `label.quantize_check_sentences` sentences labelled in both precisions).
+- `predict_proba` / `predict int8` / `predict bf16`: the model's own length-sorted, token-budget batching,
+  inference only (steady state, no agreement check), in float32, with the Linear layers dynamically quantized
+  to int8, and under bf16 autocast;
+- `label fp32` / `label int8` / `label bf16`: the whole stage (segmentation, duplicate caching, inference,
+  chunk commits, final parquet); the int8 and bf16 stages include their one-off agreement check (the first
+  `label.quantize_check_sentences` sentences, 256 by default, labelled in both precisions); `… c64` is the
+  same stage with the check on 64 sentences.
 
 Sentences/s is best of `--repeats` (the machine may be shared); peak RSS is sampled during each variant. With
-PIPELINE_SHARED_DIR set, the sentences are the gold dev sentences (joined into their documents, one sentence a
-line) and the small shape is the shared `sv-bert-mini-cpu` backbone fine-tuned for one epoch on the first
-`--fit-sentences` gold train sentences, so int8 agreement is measured on a (briefly) trained model;
-otherwise constructed sentences, random weights and a tokenizer trained here. The base shape (12 x 768,
-BERT-base) always has random weights: a speed test only.
+PIPELINE_SHARED_DIR set, the sentences are gold sentences joined into their documents, one sentence a line:
+the dev documents, then (past the 816 dev sentences) train documents, as a day's larger batch; the small shape
+is the shared `sv-bert-mini-cpu` backbone fine-tuned for one epoch on the first `--fit-sentences` gold train
+sentences, so agreement with float32 is measured on a (briefly) trained model; otherwise constructed
+sentences, random weights and a tokenizer trained here. The base shape (12 x 768, BERT-base) always has
+random weights: a speed test only.
 """
 
 from __future__ import annotations
@@ -43,7 +47,14 @@ import psutil
 import torch
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import label_disagreement, label_documents, quantize_dynamic_int8, resolve_model
+from pipeline.label import (
+    autocast_bf16,
+    bf16_supported,
+    label_disagreement,
+    label_documents,
+    quantize_dynamic_int8,
+    resolve_model,
+)
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.bert import BertTwoHeadModel
 from pipeline.schema import (
@@ -104,12 +115,13 @@ def constructed_documents(n_sentences: int, seed: int = 0) -> list[Document]:
 
 
 def gold_documents(shared: Path, n_sentences: int) -> list[Document]:
-    """Gold dev sentences, whole documents in file order until `n_sentences`, one sentence a line."""
+    """Gold dev, then train, sentences: whole documents in file order until `n_sentences`, one a line."""
     by_doc: dict[str, list[str]] = {}
-    with open(shared / "gold" / "dev.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            by_doc.setdefault(row["doc_id"], []).append(row["text"])
+    for name in ("dev.jsonl", "train.jsonl"):
+        with open(shared / "gold" / name, encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                by_doc.setdefault(row["doc_id"], []).append(row["text"])
     documents, total = [], 0
     for doc_id, texts in by_doc.items():
         if total >= n_sentences:
@@ -236,24 +248,49 @@ def bench_shape(
     shape: str,
     root: Path,
     shared: Path | None,
+    sizes: list[int],
+    threads: int,
+    repeats: int,
+    fit_sentences: int,
+) -> list[dict]:
+    """One model of `shape`, measured on each input size (the one-off costs weigh less on larger inputs)."""
+    model_dir = build_model(shape, root, shared, fit_sentences)
+    model, info = resolve_model(str(model_dir))
+    classify = hf_classifier(model_dir)
+    quantized = quantize_dynamic_int8(model)
+    bf16 = autocast_bf16(model) if bf16_supported(model) else None
+    return [
+        bench_size(shape, root, shared, n, threads, repeats, fit_sentences, model, info, classify, quantized, bf16)
+        for n in sizes
+    ]
+
+
+def bench_size(
+    shape: str,
+    root: Path,
+    shared: Path | None,
     n_sentences: int,
     threads: int,
     repeats: int,
     fit_sentences: int,
+    model: BertTwoHeadModel,
+    info: object,
+    classify: Callable[[list[str]], list],
+    quantized: BertTwoHeadModel,
+    bf16: BertTwoHeadModel | None,
 ) -> dict:
-    model_dir = build_model(shape, root, shared, fit_sentences)
-    model, info = resolve_model(str(model_dir))
     documents = gold_documents(shared, n_sentences) if shared else constructed_documents(n_sentences)
     segment_cfg = SegmentConfig()
     out = root / f"out-{shape}"
 
-    def label(quantize: str) -> Callable[[], int]:
+    def label(quantize: str, check: int = LabelConfig().quantize_check_sentences) -> Callable[[], int]:
         def run() -> int:
             shutil.rmtree(out, ignore_errors=True)
             cfg = LabelConfig(
                 output=out / f"{quantize}.parquet",
                 threads=threads,
                 quantize=quantize,
+                quantize_check_sentences=check,
                 quantize_max_disagreement=1.0,  # measured and reported below, not enforced in a speed test
             )
             return label_documents(cfg, model, info, documents, segment_cfg, show_progress=False).sentences
@@ -265,30 +302,38 @@ def bench_shape(
     rows = pd.read_parquet(out / "none.parquet")
     texts = list(rows.text)
     inputs = with_context(zip(rows.doc_id, rows.text, strict=True))
-    classify = hf_classifier(model_dir)
-    quantized = quantize_dynamic_int8(model)
     variants = [
         Variant("hf-pipeline", lambda: len(classify(texts))),
         Variant("predict_proba", lambda: len(model.predict_proba(inputs).commitment)),
         Variant("predict int8", lambda: len(quantized.predict_proba(inputs).commitment)),
+        *([Variant("predict bf16", lambda: len(bf16.predict_proba(inputs).commitment))] if bf16 else []),
         Variant("label fp32", label("none")),
         Variant("label int8", label("dynamic-int8")),
+        *([Variant("label bf16", label("bf16"))] if bf16 else []),
+        Variant("label int8 c64", label("dynamic-int8", 64)),
+        *([Variant("label bf16 c64", label("bf16", 64))] if bf16 else []),
     ]
     for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every variant alike
         for variant in variants:
             variant.measure()
 
-    label("none")()
-    fp32 = pd.read_parquet(out / "none.parquet")
-    label("dynamic-int8")()
-    int8 = pd.read_parquet(out / "dynamic-int8.parquet")
     strategy = [f"p_{label}" for label in STRATEGY_LABELS]
     commitment = [f"p_{label}" for label in COMMITMENT_LABELS]
 
     def heads(frame: pd.DataFrame) -> HeadProbabilities:
         return HeadProbabilities(frame[strategy].to_numpy(), frame[commitment].to_numpy(), model.strategy_thresholds_)
 
-    max_dp = np.abs(fp32[strategy + commitment].to_numpy() - int8[strategy + commitment].to_numpy()).max()
+    label("none")()
+    fp32 = pd.read_parquet(out / "none.parquet")
+    agreement = {}
+    for quantize in ("dynamic-int8", "bf16") if bf16 else ("dynamic-int8",):
+        label(quantize)()
+        low = pd.read_parquet(out / f"{quantize}.parquet")
+        max_dp = np.abs(fp32[strategy + commitment].to_numpy() - low[strategy + commitment].to_numpy()).max()
+        agreement[quantize] = {
+            "label_disagreement": round(label_disagreement(heads(fp32), heads(low)), 4),
+            "max_abs_dp": round(float(max_dp), 4),
+        }
 
     baseline = variants[0].rate
     return {
@@ -307,8 +352,7 @@ def bench_shape(
             }
             for v in variants
         ],
-        "int8_label_disagreement": round(label_disagreement(heads(fp32), heads(int8)), 4),
-        "int8_max_abs_dp": round(float(max_dp), 4),
+        "agreement_with_fp32": agreement,
         "median_seconds": {v.name: round(statistics.median(v.seconds), 2) for v in variants},
     }
 
@@ -318,29 +362,34 @@ def main() -> None:
     parser.add_argument("--shapes", default="small,base")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--small-sentences", type=int, default=800)
-    parser.add_argument("--base-sentences", type=int, default=600)
+    parser.add_argument("--small-sentences", default="800,4000", help="comma-separated input sizes")
+    parser.add_argument("--base-sentences", default="600", help="comma-separated input sizes")
     parser.add_argument("--fit-sentences", type=int, default=1000, help="gold train sentences for the small model")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # the transformers pipeline runs under the same setting
     shared = Path(os.environ["PIPELINE_SHARED_DIR"]) if os.environ.get("PIPELINE_SHARED_DIR") else None
-    print(f"torch {torch.__version__}, {args.threads} threads, {psutil.cpu_count()} CPUs, shared data: {shared}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {psutil.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}, shared data: {shared}"
+    )
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         for shape in args.shapes.split(","):
-            n = args.small_sentences if shape == "small" else args.base_sentences
-            result = bench_shape(shape, Path(tmp), shared, n, args.threads, args.repeats, args.fit_sentences)
-            print(
-                f"\n== {shape} ({SHAPES[shape]['num_hidden_layers']}x{SHAPES[shape]['hidden_size']}, "
-                f"{result['weights']}): {result['sentences']} sentences, {result['distinct']} distinct"
-            )
-            print(f"{'variant':<15}{'sentences/s':>12}{'x hf-pipeline':>15}{'peak RSS MB':>13}")
-            for v in result["variants"]:
-                print(f"{v['name']:<15}{v['per_s']:>12.1f}{v['ratio']:>15.2f}{v['peak_mb']:>13}")
-            print(
-                f"int8 vs fp32: labels differ on {result['int8_label_disagreement']:.2%} of sentences, "
-                f"max |dp| {result['int8_max_abs_dp']:.4f}"
-            )
-            print(json.dumps(result))
+            sizes = [int(n) for n in (args.small_sentences if shape == "small" else args.base_sentences).split(",")]
+            for result in bench_shape(shape, Path(tmp), shared, sizes, args.threads, args.repeats, args.fit_sentences):
+                print(
+                    f"\n== {shape} ({SHAPES[shape]['num_hidden_layers']}x{SHAPES[shape]['hidden_size']}, "
+                    f"{result['weights']}): {result['sentences']} sentences, {result['distinct']} distinct, "
+                    f"load average {os.getloadavg()[0]:.2f}"
+                )
+                print(f"{'variant':<15}{'sentences/s':>12}{'x hf-pipeline':>15}{'peak RSS MB':>13}")
+                for v in result["variants"]:
+                    print(f"{v['name']:<15}{v['per_s']:>12.1f}{v['ratio']:>15.2f}{v['peak_mb']:>13}")
+                for mode, a in result["agreement_with_fp32"].items():
+                    print(
+                        f"{mode} vs fp32: labels differ on {a['label_disagreement']:.2%} of sentences, "
+                        f"max |dp| {a['max_abs_dp']:.4f}"
+                    )
+                print(json.dumps(result))
     print(f"\nprocess peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

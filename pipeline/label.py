@@ -9,7 +9,7 @@
 - Nothing lost: every input document is labelled or listed in the rejects file with its reason; truncation
   (an over-long document, a sentence over the model's token limit) is a `warning` there and a flag in the row.
 - Fast: duplicate sentences in a chunk are labelled once; BERT models get the thread setting, their own
-  length-sorted token-budget batching, and optionally dynamic int8 quantization, checked against float32.
+  length-sorted token-budget batching, and optionally dynamic int8 or bf16 autocast, checked against float32.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class LabelResult:
     rejects: Path
     resumed_chunks: int = 0  # chunks found committed by an earlier, interrupted run
     quantization_disagreement: float | None = None  # measured on the check sample when quantizing
+    precision: str = "float32"  # what the model ran in: float32, dynamic-int8 or bf16
 
     @property
     def exit_code(self) -> int:
@@ -93,7 +94,7 @@ class LabelRunMismatch(RuntimeError):
 
 
 class QuantizationOutOfTolerance(RuntimeError):
-    """The int8 model disagrees with the float32 model more than `label.quantize_max_disagreement`."""
+    """The int8 or bf16 model disagrees with float32 more than `label.quantize_max_disagreement`."""
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,12 @@ def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> tuple
 
 
 class _BertPredictor:
-    """BERT fast path: threads, the model's own token-budget batching, optional int8, truncation flags.
+    """BERT fast path: threads, the model's own token-budget batching, optional int8 or bf16, truncation flags.
 
-    Quantization is accepted only after a check: on the first `quantize_check_sentences` distinct sentences
-    labelled, the share whose labels (commitment, or any strategy label) differ between int8 and float32
-    must be at most `quantize_max_disagreement`; otherwise `QuantizationOutOfTolerance` is raised.
+    A lower precision is accepted only after a check: on the first `quantize_check_sentences` distinct
+    sentences labelled, the share whose labels (commitment, or any strategy label) differ between it and
+    float32 must be at most `quantize_max_disagreement`; otherwise `QuantizationOutOfTolerance` is raised.
+    bf16 on a CPU without bf16 support runs in float32 (`precision` says which ran).
     """
 
     def __init__(self, model: Any, cfg: LabelConfig) -> None:
@@ -240,8 +242,13 @@ class _BertPredictor:
         self.cfg = cfg
         self.quantized: Any | None = None
         self.disagreement: float | None = None
+        self.precision = "float32"
         if cfg.quantize == "dynamic-int8":
             self.quantized = quantize_dynamic_int8(model)
+            self.precision = cfg.quantize
+        elif cfg.quantize == "bf16" and bf16_supported(model):
+            self.quantized = autocast_bf16(model)
+            self.precision = cfg.quantize
 
     def __call__(self, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
         budget = self.cfg.max_tokens_per_batch
@@ -259,7 +266,7 @@ class _BertPredictor:
         self.disagreement = label_disagreement(reference, _head_rows(quantized, k))
         if self.disagreement > self.cfg.quantize_max_disagreement:
             raise QuantizationOutOfTolerance(
-                f"label.quantize=dynamic-int8: int8 labels differ from float32 on {self.disagreement:.1%} of "
+                f"label.quantize={self.precision}: its labels differ from float32 on {self.disagreement:.1%} of "
                 f"{k} sentences (label.quantize_max_disagreement={self.cfg.quantize_max_disagreement:.1%}); "
                 "set label.quantize=none"
             )
@@ -299,6 +306,44 @@ def quantize_dynamic_int8(model: Any) -> Any:
             model.network_, {torch.nn.Linear}, dtype=torch.qint8
         )
     return quantized
+
+
+def bf16_supported(model: Any) -> bool:
+    """Whether bf16 autocast is worth running: a CUDA device, or a CPU with native bf16 (AVX512-BF16/AMX)."""
+    import torch
+
+    if model.device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class _Bf16Network:
+    """Wraps a two-head network so its forward pass runs under bf16 autocast; weights stay float32.
+
+    The innermost autocast wins, so this holds even inside the model's own (disabled on CPU) autocast.
+    """
+
+    def __init__(self, network: Any) -> None:
+        self.network = network
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        import torch
+
+        device = next(self.network.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.network(batch)
+
+    def __getattr__(self, name: str) -> Any:  # eval(), train(), training, parameters() of the network
+        if name == "network":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.network, name)
+
+
+def autocast_bf16(model: Any) -> Any:
+    """A copy of a BertTwoHeadModel whose forward pass runs in bf16 autocast (shares the float32 weights)."""
+    bf16 = copy.copy(model)
+    bf16.network_ = _Bf16Network(model.network_)
+    return bf16
 
 
 def _head_rows(probs: HeadProbabilities, k: int) -> HeadProbabilities:
@@ -637,6 +682,7 @@ def label_documents(
         rejects=paths.rejects,
         resumed_chunks=resumed,
         quantization_disagreement=getattr(predict, "disagreement", None),
+        precision=getattr(predict, "precision", "float32"),
     )
 
 

@@ -389,6 +389,55 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
     assert list(int8_rows.text) == list(rows.text)
 
 
+def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    model, info = resolve_model(str(bert_dir))
+    documents = constructed_documents(6)
+    fp32 = label_documents(label_config(tmp_path, "fp32.parquet", threads=1), model, info, documents, SegmentConfig(),
+                           show_progress=False)  # fmt: skip
+    assert fp32.precision == "float32" and fp32.quantization_disagreement is None
+    cfg = label_config(tmp_path, "bf16.parquet", threads=1, quantize="bf16")
+    bf16 = label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    fp32_rows, bf16_rows = pd.read_parquet(fp32.output), pd.read_parquet(bf16.output)
+    columns = [f"p_{x}" for x in (*STRATEGY_LABELS, *COMMITMENT_LABELS)]
+    gap = np.abs(bf16_rows[columns].to_numpy() - fp32_rows[columns].to_numpy()).max()
+    assert list(bf16_rows.text) == list(fp32_rows.text)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert bf16.precision == "bf16"
+        assert bf16.quantization_disagreement is not None and bf16.quantization_disagreement <= 0.02
+        assert 0 < gap < 0.05  # bf16 really ran (probabilities moved), and stayed close
+    else:
+        assert bf16.precision == "float32" and gap == 0
+    assert isinstance(model.network_, torch.nn.Module)  # the float32 model is left as it was
+
+
+def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from pipeline.label import QuantizationOutOfTolerance, sentence_predictor
+
+    model, _ = resolve_model(str(bert_dir))
+    sentences = with_context([("d", p) for p in PARAGRAPHS])
+    first = int(model.predict_proba(sentences).commitment[0].argmax())
+    # A float32 reference whose commitment head is pushed to another kind for every sentence: any
+    # lower-precision copy of the real model then disagrees with it on at least the first sentence.
+    pushed = copy.copy(model)
+    pushed.network_ = copy.deepcopy(model.network_)
+    with torch.no_grad():
+        pushed.network_.commitment.bias[(first + 1) % len(COMMITMENT_LABELS)] += 1e4
+    for quantize in ("dynamic-int8", "bf16"):
+        predict = sentence_predictor(model, label_config(tmp_path, threads=1, quantize=quantize))
+        if predict.precision == "float32":
+            continue  # bf16 on a CPU without it: nothing runs in lower precision, nothing to check
+        predict(sentences)
+        assert predict.disagreement is not None and predict.disagreement <= 0.5
+        predict = sentence_predictor(model, label_config(tmp_path, threads=1, quantize=quantize))
+        predict.model = pushed
+        with pytest.raises(QuantizationOutOfTolerance, match=f"label.quantize={quantize}: its labels differ"):
+            predict(sentences)
+
+
 # --- models from the registry ---------------------------------------------------------------------------
 
 
