@@ -6,7 +6,6 @@ Every sentence below is constructed for the tests from templates; none comes fro
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from micro_bert import constructed_labelled, pretrain_micro_backbone
 from transformers import AutoModel
 
-from pipeline.config import BackboneSize, BertSpec, PretrainConfig, TokenizerConfig
+from pipeline.config import BertSpec
 from pipeline.models import load_model
 from pipeline.models.base import SentenceModel, write_model_json
 from pipeline.models.bert import (
@@ -28,48 +28,7 @@ from pipeline.models.bert import (
     token_budget_batches,
     training_batches,
 )
-from pipeline.models.pretrain import pretrain_backbone
-from pipeline.schema import LabelledSentence, SentenceText
-
-TOPICS = {
-    "forebygga": ["radikalisering bland unga", "avhopparverksamheten", "det förebyggande arbetet i skolan"],
-    "forhindra": ["terroristbrott", "underrättelsearbetet", "lagföring av terrorresor"],
-    "forsvara": [
-        "skyddet av offentliga platser",
-        "kontrollen av sprängämnen",
-        "säkerhetsskyddet på flygplatser",
-    ],
-}
-TEMPLATES = {
-    "funding": "Regeringen avsätter {n} miljoner kronor till {topic}.",
-    "pending_proposal": "En särskild utredare ska föreslå hur {topic} kan skärpas.",
-    "support": "Anhöriga kan få stöd och vägledning om {topic}.",
-    "institution": "Myndigheten har fått i uppdrag att samordna {topic}.",
-    "none": "Hotet mot Sverige är fortsatt allvarligt enligt bedömningen {n}.",
-}
-
-
-def constructed_labelled(n_docs: int, seed: int, prefix: str) -> list[LabelledSentence]:
-    rng = random.Random(seed)
-    out = []
-    for d in range(n_docs):
-        for i in range(6):
-            commitment = rng.choice(list(TEMPLATES))
-            strategy = [] if commitment == "none" else [rng.choice(list(TOPICS))]
-            topic = rng.choice(TOPICS[strategy[0]]) if strategy else ""
-            text = TEMPLATES[commitment].format(n=rng.randint(2, 90), topic=topic)
-            out.append(
-                LabelledSentence(
-                    id=f"{prefix}{d}#{i}",
-                    doc_id=f"{prefix}{d}",
-                    sentence_index=i,
-                    text=text,
-                    strategy=strategy,
-                    commitment=commitment,
-                )
-            )
-    return out
-
+from pipeline.schema import SentenceText
 
 TRAIN = constructed_labelled(30, seed=1, prefix="train")
 DEV = constructed_labelled(8, seed=2, prefix="dev")
@@ -77,28 +36,7 @@ DEV = constructed_labelled(8, seed=2, prefix="dev")
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide BERT pretrained for 30 steps on constructed documents."""
-    root = tmp_path_factory.mktemp("backbone")
-    corpus = root / "corpus.jsonl"
-    rng = random.Random(0)
-    extra = constructed_labelled(60, seed=3, prefix="corpus")
-    with corpus.open("w", encoding="utf-8") as handle:
-        for _ in range(60):
-            sentences = rng.sample(extra, 8)
-            handle.write(json.dumps({"text": " ".join(s.text for s in sentences)}, ensure_ascii=False) + "\n")
-    cfg = PretrainConfig(
-        corpus=[corpus],
-        output_dir=root / "out",
-        tokenizer=TokenizerConfig(vocab_size=300),
-        size=BackboneSize(layers=2, hidden=32, heads=2, intermediate=64, max_positions=128),
-        block_size=32,
-        batch_size=8,
-        max_steps=30,
-        checkpoint_every=100,
-        heldout_fraction=0.2,
-        threads=1,
-    )
-    return pretrain_backbone(cfg).output_dir
+    return pretrain_micro_backbone(tmp_path_factory.mktemp("backbone"), steps=30)
 
 
 def micro_spec(backbone: Path, **changes: object) -> BertSpec:

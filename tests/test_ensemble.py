@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from micro_bert import constructed_labelled, pretrain_micro_backbone
 from pydantic import ValidationError
 
 from pipeline.config import (
-    BackboneSize,
     BertSpec,
     ConfigError,
     EnsembleSpec,
     LabelConfig,
-    PretrainConfig,
     TfidfSpec,
-    TokenizerConfig,
     load_config,
 )
 from pipeline.evaluate import tune_thresholds
@@ -33,75 +30,18 @@ from pipeline.models import load_model
 from pipeline.models.base import SentenceModel
 from pipeline.models.ensemble import EnsembleModel
 from pipeline.models.factory import build_model
-from pipeline.models.pretrain import pretrain_backbone
-from pipeline.schema import LabelledSentence, strategy_matrix
+from pipeline.schema import strategy_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Constructed templates (written for these tests).
-TOPICS = {
-    "forebygga": ["samtal med unga i riskzon", "föräldrastödet i förorten", "skolans värdegrundsarbete"],
-    "forhindra": ["spaningen mot finansiärer", "gränskontrollen vid terrorresor", "åtal för rekrytering"],
-    "forsvara": ["skalskyddet vid arenor", "beredskapen på järnvägen", "bevakningen av elnätet"],
-}
-TEMPLATES = {
-    "funding": "Vi satsar {n} miljoner på {topic} nästa år.",
-    "pending_proposal": "Regeringen avser att lägga fram ett lagförslag om {topic}.",
-    "support": "Kommunerna får rådgivning och hjälp kring {topic}.",
-    "institution": "Ett nytt nationellt centrum ska ansvara för {topic}.",
-    "none": "Jag vill tacka ledamoten för frågan nummer {n}.",
-}
 
-
-def constructed(n_docs: int, seed: int, prefix: str) -> list[LabelledSentence]:
-    rng = random.Random(seed)
-    out = []
-    for d in range(n_docs):
-        for i in range(5):
-            commitment = rng.choice(list(TEMPLATES))
-            strategy = [] if commitment == "none" else [rng.choice(list(TOPICS))]
-            topic = rng.choice(TOPICS[strategy[0]]) if strategy else ""
-            out.append(
-                LabelledSentence(
-                    id=f"{prefix}{d}#{i}",
-                    doc_id=f"{prefix}{d}",
-                    sentence_index=i,
-                    text=TEMPLATES[commitment].format(n=rng.randint(2, 90), topic=topic),
-                    strategy=strategy,
-                    commitment=commitment,
-                )
-            )
-    return out
-
-
-TRAIN = constructed(24, seed=11, prefix="train")
-DEV = constructed(8, seed=12, prefix="dev")
+TRAIN = constructed_labelled(24, seed=11, prefix="train", per_doc=5)
+DEV = constructed_labelled(8, seed=12, prefix="dev", per_doc=5)
 
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide BERT pretrained for 20 steps on constructed documents."""
-    root = tmp_path_factory.mktemp("backbone")
-    corpus = root / "corpus.jsonl"
-    rng = random.Random(0)
-    pool = constructed(40, seed=13, prefix="corpus")
-    with corpus.open("w", encoding="utf-8") as handle:
-        for _ in range(40):
-            text = " ".join(s.text for s in rng.sample(pool, 8))
-            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-    cfg = PretrainConfig(
-        corpus=[corpus],
-        output_dir=root / "out",
-        tokenizer=TokenizerConfig(vocab_size=300),
-        size=BackboneSize(layers=2, hidden=32, heads=2, intermediate=64, max_positions=128),
-        block_size=32,
-        batch_size=8,
-        max_steps=20,
-        checkpoint_every=100,
-        heldout_fraction=0.2,
-        threads=1,
-    )
-    return pretrain_backbone(cfg).output_dir
+    return pretrain_micro_backbone(tmp_path_factory.mktemp("backbone"), steps=20)
 
 
 def ensemble_spec(backbone: Path, weights: list[float]) -> EnsembleSpec:
