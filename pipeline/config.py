@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-STAGES = ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain")
 Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain"]
 
 

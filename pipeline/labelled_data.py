@@ -22,8 +22,6 @@ from pipeline.schema import LabelledSentence, SentenceText, with_context
 if TYPE_CHECKING:
     import datasets
 
-REQUIRED_FIELDS: tuple[str, ...] = ("id", "doc_id", "text", "strategy", "commitment")
-
 
 @dataclass(frozen=True)
 class DataProblem:
@@ -96,18 +94,6 @@ def _parse_numbered(lines: Iterable[str], source: str) -> tuple[Numbered, list[D
         first_line_of[sentence.id] = number
         good.append((number, sentence))
     return good, problems
-
-
-def parse_labelled_lines(
-    lines: Iterable[str], source: str = "<input>"
-) -> tuple[list[LabelledSentence], list[DataProblem]]:
-    """Parse JSONL lines; return the good sentences and one problem per bad line (1-based line numbers).
-
-    Checks: valid JSON object, required fields present, known labels, non-empty text, ids unique in the input.
-    Blank lines are allowed and skipped.
-    """
-    good, problems = _parse_numbered(lines, source)
-    return [sentence for _, sentence in good], problems
 
 
 def _read_numbered(path: Path) -> tuple[Numbered, list[DataProblem]]:

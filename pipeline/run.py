@@ -118,7 +118,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
     tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
     if dev:
         tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
-    trained = train_models(config.train, train, dev, on_epoch=lambda epoch, m: tracking.log_epoch(m, epoch))
+    trained = train_models(config.train, train, dev, on_epoch=tracking.epoch_logger())
     outputs: dict[str, str] = {}
     for model in trained:
         mlflow.log_metric(f"{model.name}.fit_seconds", model.seconds)
@@ -253,8 +253,9 @@ def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
 
     outcome = RunOutcome()
     try:
-        tracking.configure_tracking(config.tracking, config.experiment_name())  # a dead server fails here
         tracked = [s for s in stages if s != "retrain"]
+        if not tracked:  # `pipeline_run` checks the store itself; retrain alone must fail fast here too
+            tracking.configure_tracking(config.tracking, config.experiment_name())
         if tracked:
             with tracking.pipeline_run(config) as parent:
                 console.print(f"MLflow run {parent.info.run_id} in experiment {config.experiment_name()!r}")

@@ -19,7 +19,6 @@ STRATEGY_LABELS: tuple[str, ...] = ("forebygga", "forhindra", "forsvara")
 COMMITMENT_LABELS: tuple[str, ...] = ("funding", "pending_proposal", "support", "institution", "none")
 
 SentenceRole = Literal["heading", "question", "body", "closing", "dateline", "signature"]
-SENTENCE_ROLES: tuple[str, ...] = ("heading", "question", "body", "closing", "dateline", "signature")
 
 
 class Document(BaseModel):
