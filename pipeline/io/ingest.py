@@ -17,7 +17,7 @@ from pipeline.io.documents import DocumentOrReject, read_documents, write_docume
 from pipeline.io.rejects import Reject, write_rejects
 from pipeline.io.screening import screen_document
 from pipeline.schema import Document
-from pipeline.segment.answer import describe_answer
+from pipeline.segment.answer import attach_answer, describe_answer
 from pipeline.segment.clean import clean_text
 
 
@@ -45,15 +45,7 @@ def _source(cfg: IngestConfig) -> tuple[Iterator[DocumentOrReject], str]:
 
 def with_answer_metadata(document: Document) -> Document:
     """The document with `metadata["answer"]` set when its text is a minister's answer."""
-    answer = describe_answer(clean_text(document.text))
-    if answer is None:
-        return document
-    return document.model_copy(
-        update={
-            "metadata": {**document.metadata, "answer": answer.as_metadata()},
-            "date": document.date or answer.date,
-        }
-    )
+    return attach_answer(document, describe_answer(clean_text(document.text)))
 
 
 def screened_documents(cfg: IngestConfig, rejects: list[Reject]) -> Iterator[Document]:

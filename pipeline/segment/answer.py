@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.schema import SentenceRole
+from pipeline.schema import Document, SentenceRole
 
 _MONTHS = (
     "januari", "februari", "mars", "april", "maj", "juni",
@@ -141,8 +141,27 @@ def describe_answer(cleaned: str) -> AnswerMetadata | None:
     return metadata
 
 
+def attach_answer(document: Document, answer: AnswerMetadata | None) -> Document:
+    """The document with `metadata["answer"]` (and a missing date) filled in when it is an answer."""
+    if answer is None:
+        return document
+    return document.model_copy(
+        update={
+            "metadata": {**document.metadata, "answer": answer.as_metadata()},
+            "date": document.date or answer.date,
+        }
+    )
+
+
+_DETECT = object()  # assign_roles: look for the answer structure itself
+
+
 def assign_roles(
-    text: str, spans: Sequence[tuple[int, int]], *, answer_structure: bool = True
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    *,
+    answer_structure: bool = True,
+    answer: AnswerMetadata | object | None = _DETECT,
 ) -> list[SentenceRole]:
     """A role for each sentence span of cleaned `text`.
 
@@ -158,8 +177,9 @@ def assign_roles(
         # The last sentence, and a lead-in to a list ("Utredaren ska bland annat"), are not headings.
         if i + 1 < n and not _LIST_ITEM.match(sentences[i + 1]) and _is_heading_line(sentence, alone):
             roles[i] = "heading"
-    answer = describe_answer(text) if answer_structure and n else None
-    if answer is None:
+    if answer is _DETECT:  # callers that already ran `describe_answer` pass its result
+        answer = describe_answer(text) if answer_structure and n else None
+    if not isinstance(answer, AnswerMetadata) or not n:
         return roles
 
     heading_count = 0

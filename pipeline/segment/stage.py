@@ -15,7 +15,7 @@ from pipeline.io.documents import read_documents
 from pipeline.io.jsonl import write_jsonl
 from pipeline.io.rejects import Reject, write_rejects
 from pipeline.schema import Document, Sentence
-from pipeline.segment.answer import AnswerMetadata, assign_roles, describe_answer
+from pipeline.segment.answer import AnswerMetadata, assign_roles, attach_answer, describe_answer
 from pipeline.segment.clean import clean_text
 from pipeline.segment.splitter import split_sentences
 
@@ -65,20 +65,13 @@ def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
     if not cleaned:
         raise EmptyDocumentError(f"document {document.id!r}: no text left after cleaning")
     spans = _limit_length(cleaned, split_sentences(cleaned), cfg.max_sentence_chars)
-    roles = assign_roles(cleaned, spans, answer_structure=cfg.detect_answer_structure)
     answer = describe_answer(cleaned) if cfg.detect_answer_structure else None
+    roles = assign_roles(cleaned, spans, answer=answer)
     sentences = [
         Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role)
         for i, ((s, e), role) in enumerate(zip(spans, roles, strict=True))
     ]
-    enriched = document
-    if answer is not None:
-        enriched = document.model_copy(
-            update={"metadata": {**document.metadata, "answer": answer.as_metadata()}}
-        )
-        if enriched.date is None and answer.date:
-            enriched.date = answer.date
-    return SegmentedDocument(enriched, cleaned, sentences, answer)
+    return SegmentedDocument(attach_answer(document, answer), cleaned, sentences, answer)
 
 
 def segment_document(document: Document, cfg: SegmentConfig) -> list[Sentence]:
