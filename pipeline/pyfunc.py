@@ -34,7 +34,15 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from pipeline.config import SegmentConfig
-from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, SentenceText, with_context
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    COMMITMENT_PROBABILITY_COLUMNS,
+    STRATEGY_LABELS,
+    STRATEGY_PROBABILITY_COLUMNS,
+    Document,
+    SentenceText,
+    with_context,
+)
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -59,11 +67,11 @@ INPUT_EXAMPLE = pd.DataFrame(
 
 
 def strategy_columns() -> list[str]:
-    return [f"p_{label}" for label in STRATEGY_LABELS]
+    return list(STRATEGY_PROBABILITY_COLUMNS)
 
 
 def commitment_columns() -> list[str]:
-    return [f"p_{label}" for label in COMMITMENT_LABELS]
+    return list(COMMITMENT_PROBABILITY_COLUMNS)
 
 
 def output_columns() -> list[str]:

@@ -17,7 +17,12 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    COMMITMENT_PROBABILITY_COLUMNS,
+    STRATEGY_LABELS,
+    STRATEGY_PROBABILITY_COLUMNS,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,8 +46,8 @@ KEY_PARAMS: tuple[str, ...] = (
     "pretrain.mode",
     "data.train",
 )
-STRATEGY_PROBABILITIES: tuple[str, ...] = tuple(f"p_{label}" for label in STRATEGY_LABELS)
-COMMITMENT_PROBABILITIES: tuple[str, ...] = tuple(f"p_{label}" for label in COMMITMENT_LABELS)
+STRATEGY_PROBABILITIES = STRATEGY_PROBABILITY_COLUMNS
+COMMITMENT_PROBABILITIES = COMMITMENT_PROBABILITY_COLUMNS
 LABELLED_COLUMNS: tuple[str, ...] = (
     "doc_id",
     "index",

@@ -18,6 +18,10 @@ STRATEGY_LABELS: tuple[str, ...] = ("forebygga", "forhindra", "forsvara")
 # (when several commitment types apply, the first in this order wins).
 COMMITMENT_LABELS: tuple[str, ...] = ("funding", "pending_proposal", "support", "institution", "none")
 
+# Column names of both heads' probabilities in every labelled table (batch labelling, the pyfunc, review).
+STRATEGY_PROBABILITY_COLUMNS: tuple[str, ...] = tuple(f"p_{label}" for label in STRATEGY_LABELS)
+COMMITMENT_PROBABILITY_COLUMNS: tuple[str, ...] = tuple(f"p_{label}" for label in COMMITMENT_LABELS)
+
 SentenceRole = Literal["heading", "question", "body", "closing", "dateline", "signature"]
 
 
