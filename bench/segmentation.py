@@ -83,9 +83,7 @@ def _peers() -> dict[str, Callable[[str], list[int]]]:
     try:
         import blingfire
 
-        peers["blingfire"] = lambda text: _starts_from_sentences(
-            blingfire.text_to_sentences(text).split("\n")
-        )
+        peers["blingfire"] = lambda text: _starts_from_sentences(blingfire.text_to_sentences(text).split("\n"))
     except ImportError:
         print("blingfire not installed: skipped", file=sys.stderr)
     try:
@@ -104,9 +102,7 @@ def _peers() -> dict[str, Callable[[str], list[int]]]:
         nlp = spacy.blank("sv")
         nlp.add_pipe("sentencizer")
         nlp.max_length = 50_000_000
-        peers["spacy-sentencizer"] = lambda text: _starts_from_offsets(
-            text, [s.start_char for s in nlp(text).sents]
-        )
+        peers["spacy-sentencizer"] = lambda text: _starts_from_offsets(text, [s.start_char for s in nlp(text).sents])
     except ImportError:
         print("spacy not installed: skipped", file=sys.stderr)
     return peers

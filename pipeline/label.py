@@ -194,19 +194,66 @@ Predictor = Callable[[Sequence[SentenceText]], tuple[HeadProbabilities, np.ndarr
 
 
 def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
-    """The labelling function for any SentenceModel; BERT models take the fast path."""
-    if getattr(model, "kind", None) == "bert":
+    """The labelling function for any SentenceModel; BERT models take the fast path.
+
+    An ensemble is labelled member by member, each with its own predictor (so a BERT member gets threads,
+    the token budget, quantization and truncation flags), and mixed as `EnsembleModel.predict_proba` mixes.
+    """
+    kind = getattr(model, "kind", None)
+    if kind == "bert":
         return _BertPredictor(model, cfg)
-    if cfg.quantize != "none":
+    if cfg.quantize != "none" and not _has_bert(model):
         raise ValueError(
             f"label.quantize={cfg.quantize}: quantization applies to BERT models only; "
             f"this model is {getattr(model, 'kind', type(model).__name__)!r} (set label.quantize=none)"
         )
+    if kind == "ensemble":
+        return _EnsemblePredictor(model, cfg)
 
     def predict(sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
         return model.predict_proba(sentences), np.zeros(len(sentences), dtype=bool)
 
     return predict
+
+
+def _has_bert(model: Any) -> bool:
+    """Whether `model` is a BERT model or an ensemble with a BERT member (at any depth)."""
+    kind = getattr(model, "kind", None)
+    return kind == "bert" or (kind == "ensemble" and any(_has_bert(m) for m in model.members))
+
+
+class _EnsemblePredictor:
+    """An ensemble's members each labelled by their own predictor, mixed with the ensemble's weights.
+
+    A sentence is flagged truncated when any member read it only in part. Quantization applies to the BERT
+    members only; `precision` and `disagreement` report theirs.
+    """
+
+    def __init__(self, model: Any, cfg: LabelConfig) -> None:
+        self.model = model
+        no_quantize = cfg.model_copy(update={"quantize": "none"})
+        self.members: list[Predictor] = [
+            sentence_predictor(member, cfg if _has_bert(member) else no_quantize) for member in model.members
+        ]
+
+    def __call__(self, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
+        truncated = np.zeros(len(sentences), dtype=bool)
+        outputs = []
+        for predict in self.members:
+            probs, member_truncated = predict(sentences)
+            outputs.append(probs)
+            truncated |= member_truncated
+        return self.model.mix(outputs), truncated
+
+    @property
+    def precision(self) -> str:
+        lower = [p for p in (getattr(m, "precision", "float32") for m in self.members) if p != "float32"]
+        return lower[0] if lower else "float32"
+
+    @property
+    def disagreement(self) -> float | None:
+        measured = [d for d in (getattr(m, "disagreement", None) for m in self.members) if d is not None]
+        return max(measured) if measured else None
 
 
 def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
@@ -632,7 +679,7 @@ def label_documents(
     partial.parent.mkdir(parents=True, exist_ok=True)
     _open_partial(partial, _run_settings(cfg, model_info, segment_cfg))
     predict = sentence_predictor(model, cfg)
-    if total_documents is None:
+    if total_documents is None and show_progress:
         total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
 
     totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}

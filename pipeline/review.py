@@ -75,9 +75,7 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     if MlflowClient().get_experiment_by_name(experiment) is None:
-        raise ValueError(
-            f"experiment {experiment!r} not found in the tracking store {mlflow.get_tracking_uri()}"
-        )
+        raise ValueError(f"experiment {experiment!r} not found in the tracking store {mlflow.get_tracking_uri()}")
     return mlflow.search_runs(experiment_names=[experiment], order_by=["start_time DESC"])
 
 
@@ -208,9 +206,7 @@ def fetch_confident_errors(client: MlflowClient, run_id: str, dst: Path, top: in
         frame.insert(0, "model", parent if parent != "evaluation" else "")
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(
-            columns=["model", "head", "confidence", "gold", "predicted", "id", "doc_id", "text"]
-        )
+        return pd.DataFrame(columns=["model", "head", "confidence", "gold", "predicted", "id", "doc_id", "text"])
     errors = pd.concat(frames, ignore_index=True)
     return errors.sort_values("confidence", ascending=False, kind="stable").head(top).reset_index(drop=True)
 
@@ -245,9 +241,7 @@ def fetch_model_versions(client: MlflowClient, run_ids: Sequence[str] | None = N
     return frame.sort_values(["name", "version"], ascending=[True, False]).reset_index(drop=True)
 
 
-def alias_versions(
-    versions: pd.DataFrame, aliases: Sequence[str] = ("champion", "challenger")
-) -> pd.DataFrame:
+def alias_versions(versions: pd.DataFrame, aliases: Sequence[str] = ("champion", "challenger")) -> pd.DataFrame:
     """Which version each alias points at, per registered model (a missing alias is absent)."""
     rows = []
     for _, row in versions.iterrows():
@@ -406,9 +400,7 @@ def sentence_confidence(sentences: pd.DataFrame) -> pd.DataFrame:
     out["commitment_confidence"] = out[list(COMMITMENT_PROBABILITIES)].max(axis=1)
     decisions = pd.DataFrame(
         {
-            label: out[f"p_{label}"].where(
-                out["strategy"].map(lambda ls, lab=label: lab in ls), 1 - out[f"p_{label}"]
-            )
+            label: out[f"p_{label}"].where(out["strategy"].map(lambda ls, lab=label: lab in ls), 1 - out[f"p_{label}"])
             for label in STRATEGY_LABELS
         }
     )

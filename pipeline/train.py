@@ -67,9 +67,7 @@ def train_models(
         name = model_folder_name(spec, role)
         console.print(f"[bold]train[/bold] {name} ({spec.kind}) on {len(train)} sentences")
         started = time.perf_counter()
-        folder = fit_and_save(
-            spec, train, dev, Path(cfg.output_dir) / name, on_epoch if role == "model" else None
-        )
+        folder = fit_and_save(spec, train, dev, Path(cfg.output_dir) / name, on_epoch if role == "model" else None)
         seconds = time.perf_counter() - started
         trained.append(TrainedModel(name, spec.kind, role, folder, seconds))
     return trained

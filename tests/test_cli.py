@@ -96,13 +96,9 @@ def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> Non
 
 @pytest.mark.slow
 def test_stages_run_alone_on_what_the_run_left(quickstart: Path) -> None:
-    segment = cli(
-        quickstart, "segment", "-c", "configs/quickstart.yaml", "--set", "segment.output=runs/s2.jsonl"
-    )
+    segment = cli(quickstart, "segment", "-c", "configs/quickstart.yaml", "--set", "segment.output=runs/s2.jsonl")
     assert segment.returncode == 0, segment.stderr[-2000:]
-    assert (quickstart / "runs/s2.jsonl").read_text() == (
-        quickstart / "runs/quickstart/sentences.jsonl"
-    ).read_text()
+    assert (quickstart / "runs/s2.jsonl").read_text() == (quickstart / "runs/quickstart/sentences.jsonl").read_text()
 
     evaluate = cli(quickstart, "evaluate", "-c", "configs/quickstart.yaml", *with_fast())
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
@@ -122,9 +118,7 @@ def test_stages_run_alone_on_what_the_run_left(quickstart: Path) -> None:
         str(out),
     )
     assert label.returncode == 0, label.stderr[-2000:]
-    assert len(pd.read_csv(out)) == len(
-        pd.read_parquet(quickstart / "runs/quickstart/labelled_sentences.parquet")
-    )
+    assert len(pd.read_csv(out)) == len(pd.read_parquet(quickstart / "runs/quickstart/labelled_sentences.parquet"))
 
 
 @pytest.mark.slow
@@ -132,13 +126,9 @@ def test_label_reports_rejected_documents_in_exit_code(quickstart: Path) -> None
     folder = quickstart / "incoming"
     folder.mkdir()
     (folder / "empty.txt").write_text("   \n")
-    (folder / "ok.txt").write_text(
-        "Regeringen har gett Polismyndigheten ett nytt uppdrag. (Konstruerad mening.)\n"
-    )
+    (folder / "ok.txt").write_text("Regeringen har gett Polismyndigheten ett nytt uppdrag. (Konstruerad mening.)\n")
     out = quickstart / "runs/incoming.jsonl"
-    result = cli(
-        quickstart, "label", "-c", "configs/quickstart.yaml", "--input", str(folder), "--output", str(out)
-    )
+    result = cli(quickstart, "label", "-c", "configs/quickstart.yaml", "--input", str(folder), "--output", str(out))
     assert result.returncode == 3, result.stderr[-2000:]
     rejects = [json.loads(line) for line in (quickstart / "runs/incoming.rejects.jsonl").open()]
     assert [r["id"] for r in rejects if r.get("severity", "rejected") == "rejected"] == ["empty.txt"]

@@ -21,6 +21,7 @@ from pipeline.config import (
     ConfigError,
     EnsembleSpec,
     LabelConfig,
+    SegmentConfig,
     TfidfSpec,
     load_config,
 )
@@ -195,16 +196,49 @@ def test_the_registered_model_needs_every_members_packages(fitted: tuple[Ensembl
     assert len(names) == len(requirements(*kinds))  # no package twice
 
 
-def test_batch_labelling_takes_the_generic_path(fitted: tuple[EnsembleModel, list]) -> None:
-    from pipeline.label import sentence_predictor
+LONG_SENTENCE = "Regeringen avsätter medel till " + ", ".join(["skolor", "kommuner", "polisen"] * 20) + "."
+
+
+def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[EnsembleModel, list], tmp_path: Path) -> None:
+    """Labelling an ensemble gives its own probabilities, and its BERT member's truncation flags."""
+    import pandas as pd
+
+    from pipeline.label import WARNING, ModelInfo, label_documents, sentence_predictor
+    from pipeline.schema import Document, SentenceText
 
     model, _ = fitted
     inputs = dev_inputs()
-    probabilities, truncated = sentence_predictor(model, LabelConfig())(inputs)
-    np.testing.assert_allclose(probabilities.commitment, model.predict_proba(inputs).commitment)
+    predict = sentence_predictor(model, LabelConfig(threads=1))
+    probabilities, truncated = predict(inputs)
+    expected = model.predict_proba(inputs)
+    np.testing.assert_allclose(probabilities.strategy, expected.strategy, atol=1e-6)
+    np.testing.assert_allclose(probabilities.commitment, expected.commitment, atol=1e-6)
+    np.testing.assert_array_equal(probabilities.strategy_thresholds, expected.strategy_thresholds)
     assert not truncated.any()
+
+    bert = model.members[0]
+    assert len(bert.tokenizer(LONG_SENTENCE, add_special_tokens=False)["input_ids"]) > bert.max_length_
+    _, flags = predict([SentenceText(LONG_SENTENCE), *inputs[:2]])
+    assert flags.tolist() == [True, False, False]
+
+    documents = [
+        Document(id="kort", text=" ".join(s.text for s in inputs[:3])),
+        Document(id="lång", text=LONG_SENTENCE),
+    ]
+    cfg = LabelConfig(output=tmp_path / "out" / "ensemble.parquet", threads=1)
+    info = ModelInfo(name="ensemble", version="1", uri="test")
+    result = label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    rows = pd.read_parquet(result.output)
+    assert rows[rows.truncated].doc_id.tolist() == ["lång"]
+    warning = json.loads(result.rejects.read_text())
+    assert warning["id"] == "lång" and warning["severity"] == WARNING and "token limit" in warning["reason"]
+    assert result.warnings == 1 and result.rejected == 0
+
+    # Quantization is for the BERT member; an ensemble without one refuses it.
+    assert sentence_predictor(model, LabelConfig(threads=1, quantize="dynamic-int8")).precision == "dynamic-int8"
+    without_bert = EnsembleModel(model.members[1:], [1.0])
     with pytest.raises(ValueError, match="quantize"):
-        sentence_predictor(model, LabelConfig(quantize="dynamic-int8"))
+        sentence_predictor(without_bert, LabelConfig(quantize="dynamic-int8"))
 
 
 # --- configuration ------------------------------------------------------------------------------------

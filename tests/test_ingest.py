@@ -76,9 +76,7 @@ def test_bad_jsonl_lines_are_rejected_one_by_one(tmp_path: Path) -> None:
     good = json.dumps({"id": "ok", "text": SWEDISH}, ensure_ascii=False).encode()
     bad_bytes = b'{"id": "latin1", "text": "r\xe4ttvisa"}'  # Latin-1, not UTF-8
     path.write_bytes(
-        b"\n".join(
-            [good, b"{not json", b'{"id": "x"}', b"[1, 2]", bad_bytes, b'{"id": "n", "text": 5}', good]
-        )
+        b"\n".join([good, b"{not json", b'{"id": "x"}', b"[1, 2]", bad_bytes, b'{"id": "n", "text": 5}', good])
     )
     docs, rejects = _split(list(read_documents(path)))
     assert [d.id for d in docs] == ["ok", "ok"]
@@ -214,9 +212,7 @@ def test_ingest_jsonl_with_bad_documents_keeps_the_good_ones(tmp_path: Path) -> 
         {"id": "ok", "text": SWEDISH},
     ]
     source = _write_jsonl(tmp_path / "in.jsonl", rows)
-    cfg = IngestConfig(
-        source="jsonl", input=source, output=tmp_path / "docs.jsonl", rejects=tmp_path / "rej.jsonl"
-    )
+    cfg = IngestConfig(source="jsonl", input=source, output=tmp_path / "docs.jsonl", rejects=tmp_path / "rej.jsonl")
     result = ingest(cfg)
     assert (result.documents, result.rejects) == (2, 6)
     docs = list(read_documents(cfg.output))
@@ -224,9 +220,7 @@ def test_ingest_jsonl_with_bad_documents_keeps_the_good_ones(tmp_path: Path) -> 
     answer = docs[0].metadata["answer"]
     assert answer["questions"][0]["id"] == "2030/31:99" and answer["asker"] == "Anna Exempel"
     assert answer["minister"] == "Bo Minister" and docs[0].date == "2031-03-03"
-    reasons = {
-        r["id"]: r["reason"] for r in map(json.loads, cfg.rejects.read_text(encoding="utf-8").splitlines())
-    }
+    reasons = {r["id"]: r["reason"] for r in map(json.loads, cfg.rejects.read_text(encoding="utf-8").splitlines())}
     assert reasons["tom"].startswith("empty document")
     assert reasons["stor"].startswith(f"document has {len(big):,} characters; the limit is 2,000,000")
     assert reasons["engelska"].startswith("does not look like Swedish")
@@ -241,9 +235,7 @@ def test_ingest_folder(tmp_path: Path) -> None:
     (folder / "svar.txt").write_text("[bookmark: Start]" + ANSWER, encoding="utf-8")
     (folder / "tom.md").write_text("\n\n", encoding="utf-8")
     _make_docx(folder / "word.docx")
-    cfg = IngestConfig(
-        source="folder", input=folder, output=tmp_path / "d.jsonl.gz", rejects=tmp_path / "r.jsonl"
-    )
+    cfg = IngestConfig(source="folder", input=folder, output=tmp_path / "d.jsonl.gz", rejects=tmp_path / "r.jsonl")
     result = ingest(cfg)
     assert (result.documents, result.rejects) == (2, 1)
     docs = {d.id: d for d in read_documents(cfg.output) if isinstance(d, Document)}

@@ -76,9 +76,7 @@ def _build_store(root: Path) -> ReviewInputs:
                 curve_model = TfidfModel(min_df=1, char_ngrams=(3, 4), tune_thresholds=False)
                 probs = curve_model.fit(subset).predict_proba(dev_texts)
                 metrics = evaluate_predictions(dev, probs, quick).metrics
-                tracking.log_epoch(
-                    {f"dev_{k}": metrics[k] for k in ("commitment_macro_f1", "strategy_macro_f1")}, step
-                )
+                tracking.log_epoch({f"dev_{k}": metrics[k] for k in ("commitment_macro_f1", "strategy_macro_f1")}, step)
             for name, model in models.items():
                 model.fit(train, dev)
                 model.save(root / "models" / name)
@@ -145,9 +143,7 @@ def _text_outputs(notebook: nbformat.NotebookNode) -> str:
 
 
 def _image_outputs(notebook: nbformat.NotebookNode) -> int:
-    return sum(
-        "image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])
-    )
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
 
 
 @pytest.mark.parametrize("name", ["01_experiment_review.ipynb", "02_labelled_answers.ipynb"])

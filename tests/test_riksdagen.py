@@ -108,9 +108,7 @@ def test_lists_follows_next_page_and_sends_the_query(api: FixtureServer, tmp_pat
     assert [e["dok_id"] for e in entries] == ["H8129999", "H8129998", "H8129997"]
     first = parse_qs(urlsplit(api.requests[0]).query)
     assert first["sok"] == ["terrorism"] and first["doktyp"] == ["frs"] and first["rm"] == ["2020/21"]
-    assert (
-        first["from"] == ["2021-01-01"] and first["tom"] == ["2021-06-30"] and first["utformat"] == ["json"]
-    )
+    assert first["from"] == ["2021-01-01"] and first["tom"] == ["2021-06-30"] and first["utformat"] == ["json"]
     assert parse_qs(urlsplit(api.requests[1]).query)["p"] == ["2"]  # the http: next-page link, on our server
 
 
@@ -164,9 +162,7 @@ def test_cache_serves_the_second_run_without_requests(api: FixtureServer, tmp_pa
     first = list(riksdagen_documents(query))
     seen = len(api.requests)
     client = RiksdagenClient.from_query(query)
-    again = [
-        client.fetch_answer(e["dok_id"]) for e in client.list_documents(query) if e["dok_id"] != "H8129997"
-    ]
+    again = [client.fetch_answer(e["dok_id"]) for e in client.list_documents(query) if e["dok_id"] != "H8129997"]
     assert len(api.requests) == seen and client.network_requests == 0
     assert again == [d for d in first if isinstance(d, Document)]
     assert list((tmp_path / "cache").rglob("*.body"))  # failures (the 404) are not cached:
@@ -186,18 +182,14 @@ def test_retries_a_503_with_backoff_then_succeeds(api: FixtureServer, tmp_path: 
 def test_gives_up_after_max_retries_with_a_clear_error(api: FixtureServer, tmp_path: Path) -> None:
     api.failures["/dokumentstatus/H8129999.json"] = [(503, {})] * 5
     client = RiksdagenClient.from_query(_query(api, tmp_path, max_retries=2))
-    with pytest.raises(
-        RiksdagenError, match=r"dokumentstatus/H8129999\.json: failed after 3 attempts.*HTTP 503"
-    ):
+    with pytest.raises(RiksdagenError, match=r"dokumentstatus/H8129999\.json: failed after 3 attempts.*HTTP 503"):
         client.fetch_answer("H8129999")
     assert api.requests.count("/dokumentstatus/H8129999.json") == 3
 
 
 def test_404_is_not_retried_and_names_the_url(api: FixtureServer, tmp_path: Path) -> None:
     client = RiksdagenClient.from_query(_query(api, tmp_path))
-    with pytest.raises(
-        RiksdagenError, match=r"GET http://127\.0\.0\.1:\d+/dokumentstatus/NOPE\.json: HTTP 404"
-    ):
+    with pytest.raises(RiksdagenError, match=r"GET http://127\.0\.0\.1:\d+/dokumentstatus/NOPE\.json: HTTP 404"):
         client.fetch_status("NOPE")
     assert len(api.requests) == 1
 

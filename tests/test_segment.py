@@ -228,9 +228,7 @@ def test_split_sentences(text: str, expected: list[str]) -> None:
 
 
 def test_split_sentences_on_hard_wrapped_text_after_cleaning() -> None:
-    raw = (
-        "Lagar om media har i flera fall resulterat i\ninskränkningar. Detta\ni en tid av oro. Nästa mening."
-    )
+    raw = "Lagar om media har i flera fall resulterat i\ninskränkningar. Detta\ni en tid av oro. Nästa mening."
     cleaned = clean_text(raw)
     assert sentences(cleaned) == [
         "Lagar om media har i flera fall resulterat i inskränkningar.",
@@ -394,9 +392,7 @@ def test_non_answer_gets_headings_and_body_only() -> None:
 
 
 def test_answer_without_heading_is_recognised_by_question_and_dateline() -> None:
-    text = (
-        "Per Test har frågat mig om stödet.\n\nStödet ökar.\n\nStödet följs upp.\n\nStockholm den 2 juni 2022"
-    )
+    text = "Per Test har frågat mig om stödet.\n\nStödet ökar.\n\nStödet följs upp.\n\nStockholm den 2 juni 2022"
     roles = [s.role for s in segment_document(Document(id="d", text=text), SegmentConfig())]
     assert roles == ["question", "body", "closing", "dateline"]
 

@@ -35,9 +35,7 @@ def _source(cfg: IngestConfig) -> tuple[Iterator[DocumentOrReject], str]:
 
         return riksdagen_documents(cfg.riksdagen), cfg.riksdagen.base_url
     if cfg.input is None:
-        raise ValueError(
-            f"ingest.input is required for source {cfg.source!r} (a .jsonl(.gz) file or a folder)"
-        )
+        raise ValueError(f"ingest.input is required for source {cfg.source!r} (a .jsonl(.gz) file or a folder)")
     if cfg.source == "jsonl" and cfg.input.is_dir():
         raise ValueError(f"ingest.input {cfg.input} is a folder; source 'jsonl' expects a .jsonl(.gz) file")
     return read_documents(cfg.input), str(cfg.input)

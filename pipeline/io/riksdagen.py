@@ -134,9 +134,7 @@ class RiksdagenClient:
                     raise RiksdagenError(f"GET {url}: {problem}{hint}")
             if attempt < self.max_retries:
                 time.sleep(self._retry_pause(attempt, response))
-        raise RiksdagenError(
-            f"GET {url}: failed after {self.max_retries + 1} attempts; last error: {problem}"
-        )
+        raise RiksdagenError(f"GET {url}: failed after {self.max_retries + 1} attempts; last error: {problem}")
 
     def _store(self, cache_file: Path | None, body: bytes) -> None:
         if cache_file is None:
@@ -230,9 +228,7 @@ class RiksdagenClient:
             ],
         }
         date = (doc.get("datum") or "")[:10] or None
-        return Document(
-            id=f"riksdagen:{dok_id}", text=text, title=doc.get("titel"), date=date, metadata=metadata
-        )
+        return Document(id=f"riksdagen:{dok_id}", text=text, title=doc.get("titel"), date=date, metadata=metadata)
 
 
 def _person(people: list[dict[str, Any]], role: str) -> dict[str, Any] | None:
@@ -256,9 +252,7 @@ def _interpellation_answer(dok_id: str, status: dict[str, Any], minister: dict[s
     return text
 
 
-def riksdagen_documents(
-    query: RiksdagenQuery, session: requests.Session | None = None
-) -> Iterator[Document | Reject]:
+def riksdagen_documents(query: RiksdagenQuery, session: requests.Session | None = None) -> Iterator[Document | Reject]:
     """Answers matching the query; a document that cannot be fetched becomes a Reject (the run goes on).
 
     A failing listing request raises `RiksdagenError`: without a listing there is nothing to go on.

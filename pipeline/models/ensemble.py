@@ -33,6 +33,21 @@ def _takes_on_epoch(model: SentenceModel) -> bool:
     return "on_epoch" in inspect.signature(model.fit).parameters
 
 
+def mix_probabilities(
+    member_probabilities: Sequence[HeadProbabilities], weights: np.ndarray, strategy_thresholds: np.ndarray
+) -> HeadProbabilities:
+    """The weighted sum of members' probabilities (weights already normalised), with the given thresholds."""
+    if len(member_probabilities) != len(weights):
+        raise ValueError(f"mix_probabilities: {len(weights)} weight(s) for {len(member_probabilities)} output(s)")
+    n = len(member_probabilities[0].commitment) if member_probabilities else 0
+    strategy = np.zeros((n, len(STRATEGY_LABELS)))
+    commitment = np.zeros((n, len(COMMITMENT_LABELS)))
+    for weight, probabilities in zip(weights, member_probabilities, strict=True):
+        strategy += weight * probabilities.strategy
+        commitment += weight * probabilities.commitment
+    return HeadProbabilities(strategy=strategy, commitment=commitment, strategy_thresholds=strategy_thresholds.copy())
+
+
 class EnsembleModel:
     """Members fitted on the same data; probabilities averaged with fixed weights (normalised to sum to 1).
 
@@ -104,18 +119,22 @@ class EnsembleModel:
         """Each member's own output for `sentences`, in member order."""
         return [member.predict_proba(sentences) for member in self.members]
 
-    def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
+    def _check_fitted(self) -> None:
         if not hasattr(self, "strategy_thresholds_"):
             raise RuntimeError("EnsembleModel is not fitted: call fit() or load() first")
-        n = len(sentences)
-        strategy = np.zeros((n, len(STRATEGY_LABELS)))
-        commitment = np.zeros((n, len(COMMITMENT_LABELS)))
-        for weight, probabilities in zip(self.weights, self.member_probabilities(sentences), strict=True):
-            strategy += weight * probabilities.strategy
-            commitment += weight * probabilities.commitment
-        return HeadProbabilities(
-            strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
-        )
+
+    def mix(self, member_probabilities: Sequence[HeadProbabilities]) -> HeadProbabilities:
+        """The ensemble's output from its members' outputs (in member order) for the same sentences.
+
+        `predict_proba` is `mix(member_probabilities(...))`; batch labelling calls it with each member's
+        output from its own predictor (the BERT fast path for BERT members).
+        """
+        self._check_fitted()
+        return mix_probabilities(member_probabilities, self.weights, self.strategy_thresholds_)
+
+    def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
+        self._check_fitted()
+        return self.mix(self.member_probabilities(sentences))
 
     def save(self, path: Path) -> None:
         """model.json (weights, thresholds, member folders) and one subfolder per member."""
