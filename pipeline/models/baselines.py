@@ -34,8 +34,6 @@ _ESTIMATORS_FILE = "estimators.skops"
 # vectorizers' vocabularies travel as one JSON file instead
 _VOCABULARY_FILE = "vocabulary.json"
 _LEXICON_FILE = "lexicon.yaml"
-# Types a saved TF-IDF folder may contain; anything else in the file is refused on load.
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
 
 
 def _check_fitted(model: object, attribute: str) -> None:
@@ -475,16 +473,11 @@ class TfidfModel:
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        import skops.io
+        from pipeline.models.skops_file import load_estimators
 
         path = Path(path)
         card = read_model_json(path, cls.kind)
-        file = path / card["estimators"]
-        untrusted = skops.io.get_untrusted_types(file=file)
-        refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-        if refused:
-            raise ValueError(f"{file}: refusing to load unexpected types {refused}")
-        state = skops.io.load(file, trusted=untrusted)
+        state = load_estimators(path / card["estimators"])
         model = cls(**card["params"])
         model.features_ = state["features"]
         vocabularies = json.loads((path / card["vocabulary"]).read_text(encoding="utf-8"))
