@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.rejects import Reject
+from pipeline.io.screening import DUPLICATE_ID, screen_document
 from pipeline.models.base import SentenceModel, load_model
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -48,6 +49,7 @@ from pipeline.schema import (
 OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
 REJECTED = "rejected"  # the document is not in the output
 WARNING = "warning"  # the document is in the output, but not all of it was read (truncation)
+NOTE = "note"  # nothing lost, e.g. blank lines skipped in a JSONL input
 STAGE = "label"  # the `source` of rejects this stage decides
 EXIT_ALL_LABELLED = 0
 EXIT_SOME_REJECTED = 3
@@ -183,8 +185,17 @@ def _reject(item_id: str, reason: str, severity: str = REJECTED, source: str = S
 def _reader_reject(item: object) -> dict[str, Any]:
     """A reader's `Reject`, or a row for anything else that is not a Document."""
     if isinstance(item, Reject):
-        return _reject(item.id, item.reason, source=item.source)
+        return _reject(item.id, item.reason, REJECTED if item.severity == "rejected" else item.severity, item.source)
     return _reject("", f"not a document: got {type(item).__name__}")
+
+
+def forced_split_warning(indexes: list[int], segment_cfg: SegmentConfig) -> str:
+    """The warning for a document labelled with some sentences cut by force at the length limit."""
+    return (
+        f"{len(indexes)} sentence piece(s) cut by force at segment.max_sentence_chars="
+        f"{segment_cfg.max_sentence_chars:,} (no punctuation or line break; flagged truncated; sentence indexes "
+        f"{indexes})"
+    )
 
 
 # --- predicting: the generic path and the BERT fast path ----------------------------------------------
@@ -420,6 +431,7 @@ def _label_chunk(
     seen_ids: set[str],
 ) -> _ChunkTables:
     from pipeline.segment import EmptyDocumentError, segment
+    from pipeline.segment.stage import no_sentence_boundaries
 
     rejects: list[dict[str, Any]] = []
     documents: list[tuple[Document, list[Sentence], bool]] = []
@@ -427,13 +439,14 @@ def _label_chunk(
         if not isinstance(item, Document):
             rejects.append(_reader_reject(item))
             continue
-        if item.id in seen_ids:
-            rejects.append(_reject(item.id, "duplicate document id: an earlier document has this id"))
+        # the same screening as ingest, so a document gets the same verdict and reason from either
+        problem = screen_document(item, max_chars=None)
+        if problem is None and item.id in seen_ids:
+            problem = DUPLICATE_ID
+        if problem is not None:
+            rejects.append(_reject(item.id, problem))
             continue
         seen_ids.add(item.id)
-        if not item.text.strip():
-            rejects.append(_reject(item.id, "empty: the document has no text"))
-            continue
         cut = len(item.text) > cfg.max_chars
         document = item.model_copy(update={"text": item.text[: cfg.max_chars]}) if cut else item
         try:
@@ -448,6 +461,10 @@ def _label_chunk(
         if not sentences:
             rejects.append(_reject(item.id, "no sentences: nothing left to label after cleaning"))
             continue
+        unusable = no_sentence_boundaries(segmented, segment_cfg)
+        if unusable is not None:
+            rejects.append(_reject(item.id, unusable))
+            continue
         if cut:
             rejects.append(
                 _reject(
@@ -457,15 +474,24 @@ def _label_chunk(
                     WARNING,
                 )
             )
-        documents.append((segmented.document, sentences, cut))  # with the answer's metadata, if any
+        if segmented.forced_splits:
+            rejects.append(
+                _reject(item.id, forced_split_warning(sorted(segmented.forced_splits), segment_cfg), WARNING)
+            )
+        documents.append((segmented, cut))  # the document with the answer's metadata, if any
 
-    flat = [s for _, sentences, _ in documents for s in sentences]
+    flat = [s for segmented, _ in documents for s in segmented.sentences]
     inputs = with_context((s.doc_id, s.text) for s in flat)
     if flat:
         probs, truncated = label_unique(predict, inputs)
     else:
         probs = HeadProbabilities(np.zeros((0, len(STRATEGY_LABELS))), np.zeros((0, len(COMMITMENT_LABELS))))
         truncated = np.zeros(0, dtype=bool)
+    forced = np.fromiter(
+        (s.index in segmented.forced_splits for segmented, _ in documents for s in segmented.sentences),
+        dtype=bool,
+        count=len(flat),
+    )
     strategy_hits = probs.strategy >= probs.strategy_thresholds[None, :]
     commitment_index = probs.commitment.argmax(axis=1) if flat else np.zeros(0, dtype=np.int64)
 
@@ -482,22 +508,23 @@ def _label_chunk(
         **{_p(label): probs.strategy[:, j] for j, label in enumerate(STRATEGY_LABELS)},
         "commitment": [COMMITMENT_LABELS[j] for j in commitment_index],
         **{_p(label): probs.commitment[:, j] for j, label in enumerate(COMMITMENT_LABELS)},
-        "truncated": truncated,
+        "truncated": truncated | forced,
         "model_name": [info.name] * len(flat),
         "model_version": [info.version] * len(flat),
     }
     sentence_table = pa.Table.from_pydict(columns, schema=SENTENCE_SCHEMA)
 
     summary_rows: list[dict[str, Any]] = []
-    warnings = sum(1 for r in rejects if r["severity"] == WARNING)
+    warnings = len({r["id"] for r in rejects if r["severity"] == WARNING})
     offset = 0
-    for document, sentences, cut in documents:
+    for segmented, cut in documents:
+        document, sentences = segmented.document, segmented.sentences
         rows = slice(offset, offset + len(sentences))
         offset += len(sentences)
         hits, kinds, cut_rows = strategy_hits[rows], commitment_index[rows], truncated[rows]
         if cut_rows.any():
             indexes = [s.index for s, flag in zip(sentences, cut_rows, strict=True) if flag]
-            if not cut:
+            if not (cut or segmented.forced_splits):
                 warnings += 1
             rejects.append(
                 _reject(
@@ -517,7 +544,7 @@ def _label_chunk(
                 "strategy_none": int((~hits.any(axis=1)).sum()),
                 **{f"commitment_{c}": int((kinds == j).sum()) for j, c in enumerate(COMMITMENT_LABELS)},
                 "truncated": cut,
-                "truncated_sentences": int(cut_rows.sum()),
+                "truncated_sentences": int((cut_rows | forced[rows]).sum()),
                 "metadata": json.dumps(document.metadata, ensure_ascii=False, sort_keys=True, default=str),
                 "model_name": info.name,
                 "model_version": info.version,
@@ -527,7 +554,7 @@ def _label_chunk(
         sentences=sentence_table,
         summary=pa.Table.from_pylist(summary_rows, schema=SUMMARY_SCHEMA),
         rejects=rejects,
-        documents=len(items),
+        documents=sum(1 for item in items if not (isinstance(item, Reject) and item.severity == NOTE)),
         labelled=len(documents),
         rejected=sum(1 for r in rejects if r["severity"] == REJECTED),
         warnings=warnings,

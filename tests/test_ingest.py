@@ -82,8 +82,9 @@ def test_bad_jsonl_lines_are_rejected_one_by_one(tmp_path: Path) -> None:
     assert [d.id for d in docs] == ["ok", "ok"]
     reasons = {r.id: r.reason for r in rejects}
     assert reasons == {
-        "docs.jsonl:2": "line 2: not valid JSON (Expecting property name enclosed in double quotes)",
-        "x": "line 3: missing field(s) ['text']",
+        "docs.jsonl:2": "line 2: not valid JSON: Expecting property name enclosed in double quotes at column 2 "
+        "(found 'n')",
+        "x": "line 3: missing field 'text'",
         "docs.jsonl:4": "line 4: expected a JSON object, got list",
         "docs.jsonl:5": "line 5: not valid UTF-8 (invalid continuation byte)",
         "n": "line 6: field 'text' must be a string, got int",
@@ -168,7 +169,56 @@ def test_write_and_read_back_documents(tmp_path: Path, name: str) -> None:
     assert list(read_documents(tmp_path / name)) == docs
     assert not list(tmp_path.glob(".*partial*"))
     assert write_rejects(tmp_path / "rejects.jsonl", [Reject(id="x", source="s", reason="r")]) == 1
-    assert json.loads((tmp_path / "rejects.jsonl").read_text()) == {"id": "x", "source": "s", "reason": "r"}
+    assert json.loads((tmp_path / "rejects.jsonl").read_text()) == {
+        "id": "x",
+        "source": "s",
+        "reason": "r",
+        "severity": "rejected",
+    }
+
+
+# --- encodings and JSONL reasons -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_text_files_in_utf16_or_with_a_bom_are_read(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "svar.txt"
+    path.write_bytes(SWEDISH.encode(encoding))  # "utf-16"/"utf-32" write a BOM; -le/-be do not
+    docs, rejects = _split(list(read_documents(path)))
+    assert rejects == [] and docs[0].text == SWEDISH
+
+
+def test_binary_and_latin1_files_are_rejected_with_the_true_reason(tmp_path: Path) -> None:
+    (tmp_path / "bin.txt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "latin1.txt").write_bytes(SWEDISH.encode("latin-1"))
+    docs, rejects = _split(list(read_documents(tmp_path)))
+    reasons = {r.id: r.reason for r in rejects}
+    assert docs == [] and reasons["bin.txt"] == "binary file (contains NUL bytes), not text"
+    assert (
+        reasons["latin1.txt"] == "not valid UTF-8: byte 0xf6 at offset 50 cannot be decoded (re-save the file as UTF-8)"
+    )
+
+
+def test_jsonl_null_broken_blank_and_bom_lines_get_complete_reasons(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    lines = [
+        json.dumps({"id": "ok", "text": SWEDISH}, ensure_ascii=False),
+        json.dumps({"id": "null", "text": None}),
+        "",
+        '{"id": "tab", "text": "a\tb"}',  # a raw tab inside a JSON string
+        "   ",
+        json.dumps({"text": SWEDISH}, ensure_ascii=False),
+    ]
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8") + b"\n")
+    docs, rejects = _split(list(read_documents(path)))
+    assert [d.id for d in docs] == ["ok"]  # the BOM before line 1 is not part of the JSON
+    reasons = {r.id: (r.reason, r.severity) for r in rejects}
+    assert reasons == {
+        "null": ("line 2: field 'text' is null", "rejected"),
+        "docs.jsonl:4": ("line 4: not valid JSON: Invalid control character at column 25 (found '\\t')", "rejected"),
+        "docs.jsonl:6": ("line 6: missing field 'id'", "rejected"),
+        "docs.jsonl": ("2 blank line(s) skipped (line 3, 5): no document there", "note"),
+    }
 
 
 # --- screening ------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def test_every_document_is_labelled_or_listed_with_its_reason(tfidf_dir: Path, t
     assert "expected a JSON object" in by_id["more.jsonl:2"]["reason"]
     assert by_id["long.txt"]["severity"] == WARNING and "max_chars=300" in by_id["long.txt"]["reason"]
     duplicate = [r for r in rejects if r["id"] == "j1"]
-    assert len(duplicate) == 1 and duplicate[0]["reason"].startswith("duplicate document id")
+    assert len(duplicate) == 1 and duplicate[0]["reason"].startswith("duplicate id")
 
     rows = pd.read_json(result.output, lines=True)
     assert set(rows.doc_id) == {"a.txt", "long.txt", "j1"}

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.io.files import FILE_SUFFIXES, UnreadableFile, read_file
-from pipeline.io.jsonl import is_jsonl, iter_lines, write_jsonl
+from pipeline.io.jsonl import is_jsonl, read_lines, write_jsonl
 from pipeline.io.rejects import Reject
 from pipeline.schema import Document
 
@@ -39,31 +39,59 @@ def document_from_record(record: dict[str, Any]) -> Document:
 def _record_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
-    missing = [f for f in ("id", "text") if record.get(f) is None]
-    if missing:
-        return f"missing field(s) {missing}"
+    for field in ("id", "text"):
+        if field not in record:
+            return f"missing field {field!r}"
+        if record[field] is None:
+            return f"field {field!r} is null"
     if not isinstance(record["text"], str):
         return f"field 'text' must be a string, got {type(record['text']).__name__}"
     return None
 
 
+def json_problem(line: bytes, exc: json.JSONDecodeError) -> str:
+    """The whole of a JSON parser's complaint about one line: what, at which column, and the character."""
+    message = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
+    text = line.decode("utf-8", "replace")
+    found = f" (found {text[exc.pos]!r})" if exc.pos < len(text) else " (the line ends there)"
+    return f"not valid JSON: {message} column {exc.colno}{found}"
+
+
+def _blank_lines_note(path: Path, numbers: list[int]) -> Reject:
+    shown = ", ".join(map(str, numbers[:20])) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
+    return Reject(
+        id=path.name,
+        source=str(path),
+        reason=f"{len(numbers)} blank line(s) skipped (line {shown}): no document there",
+        severity="note",
+    )
+
+
 def read_jsonl_documents(path: Path) -> Iterator[DocumentOrReject]:
-    """Documents from a JSONL file, one object per line; each bad line becomes a Reject."""
+    """Documents from a JSONL file, one object per line; each bad line becomes a Reject.
+
+    Blank lines hold no document; they are counted and reported in one `note` per file.
+    """
     source = str(path)
+    blank: list[int] = []
     try:
-        for number, raw in iter_lines(path):
+        for number, raw in read_lines(path):
             where = f"{path.name}:{number}"
+            if not raw.strip():
+                blank.append(number)
+                continue
             try:
                 record = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 yield Reject(id=where, source=source, reason=f"line {number}: not valid UTF-8 ({exc.reason})")
                 continue
             except json.JSONDecodeError as exc:
-                yield Reject(id=where, source=source, reason=f"line {number}: not valid JSON ({exc.msg})")
+                yield Reject(id=where, source=source, reason=f"line {number}: {json_problem(raw, exc)}")
                 continue
             problem = _record_problem(record)
             if problem:
-                doc_id = str(record.get("id", where)) if isinstance(record, dict) else where
+                has_id = isinstance(record, dict) and record.get("id") is not None
+                doc_id = str(record["id"]) if has_id else where
                 yield Reject(id=doc_id, source=source, reason=f"line {number}: {problem}")
                 continue
             try:
@@ -73,6 +101,8 @@ def read_jsonl_documents(path: Path) -> Iterator[DocumentOrReject]:
                 yield Reject(id=str(record["id"]), source=source, reason=reason)
     except (OSError, EOFError) as exc:  # a truncated or corrupt .gz stops this file, not the run
         yield Reject(id=path.name, source=source, reason=f"cannot read the rest of the file: {exc}")
+    if blank:
+        yield _blank_lines_note(path, blank)
 
 
 def _read_one_file(path: Path, doc_id: str) -> DocumentOrReject:

@@ -6,6 +6,7 @@ items as `* `) and a title when the file carries one; a file that cannot be read
 
 from __future__ import annotations
 
+import codecs
 import zipfile
 from pathlib import Path
 
@@ -22,10 +23,49 @@ class UnreadableFile(ValueError):
     """A file the readers cannot turn into text; the message says why."""
 
 
+_BOMS = (  # longest first: the UTF-32 LE mark begins with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def text_encoding(data: bytes) -> str | None:
+    """The encoding a byte-order mark announces, or UTF-16 recognised without one; None: plain UTF-8.
+
+    Without a BOM, text in UTF-16 has a NUL in every other byte for Latin-script characters (Swedish
+    included), and on the other side almost none; binary data does not look like that.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    head = data[: _SNIFF_BYTES - _SNIFF_BYTES % 2]
+    if len(head) >= 8 and b"\x00" in head:
+        even, odd = head[0::2], head[1::2]
+        for zeros, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+            if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) <= 0.02 * len(other):
+                return encoding
+    return None
+
+
 def decode_text(data: bytes) -> str:
-    """UTF-8 text (a BOM is dropped); binary content and undecodable bytes raise `UnreadableFile`."""
-    head = data[:_SNIFF_BYTES]
-    if b"\x00" in head:
+    """Text in UTF-8 (with or without a BOM), or in UTF-16/32 with a BOM or recognisably UTF-16 without one.
+
+    Binary content and undecodable bytes raise `UnreadableFile` with the true reason.
+    """
+    encoding = text_encoding(data)
+    if encoding is not None and encoding != "utf-8-sig":
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            announced = "its byte-order mark" if encoding in ("utf-16", "utf-32") else "its byte pattern"
+            raise UnreadableFile(
+                f"not valid {encoding.upper()} (as {announced} says): "
+                f"bytes at offset {exc.start} cannot be decoded ({exc.reason})"
+            ) from None
+    if b"\x00" in data[:_SNIFF_BYTES]:
         raise UnreadableFile("binary file (contains NUL bytes), not text")
     try:
         return data.decode("utf-8-sig")

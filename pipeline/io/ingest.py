@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.config import IngestConfig
 from pipeline.io.documents import DocumentOrReject, read_documents, write_documents
 from pipeline.io.rejects import Reject, write_rejects
-from pipeline.io.screening import screen_document
+from pipeline.io.screening import DUPLICATE_ID, screen_document
 from pipeline.schema import Document
 from pipeline.segment.answer import attach_answer, describe_answer
 from pipeline.segment.clean import clean_text
@@ -56,7 +56,7 @@ def screened_documents(cfg: IngestConfig, rejects: list[Reject]) -> Iterator[Doc
             continue
         reason = screen_document(item, max_chars=cfg.max_chars)
         if reason is None and item.id in seen:
-            reason = "duplicate id: an earlier document has the same id"
+            reason = DUPLICATE_ID
         if reason is not None:
             rejects.append(Reject(id=item.id, source=str(item.metadata.get("path", source)), reason=reason))
             continue
@@ -69,4 +69,5 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     rejects: list[Reject] = []
     written = write_documents(cfg.output, screened_documents(cfg, rejects))
     write_rejects(cfg.rejects, rejects)
-    return IngestResult(written, len(rejects), cfg.output, cfg.rejects)
+    rejected = sum(1 for r in rejects if r.severity == "rejected")  # notes (blank lines) lose nothing
+    return IngestResult(written, rejected, cfg.output, cfg.rejects)

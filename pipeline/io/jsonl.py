@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,12 +22,33 @@ def _open_binary(path: Path, mode: str) -> IO[bytes]:
     return open(path, mode)
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, raw bytes) for each non-blank line; undecoded so one bad line stays one error."""
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw UTF-8 bytes) for every line, blank ones included.
+
+    A UTF-8 byte-order mark is dropped; a file that starts with a UTF-16/32 mark is decoded and handed on
+    as UTF-8. Lines stay undecoded otherwise, so one bad line stays one error.
+    """
+    from pipeline.io.files import text_encoding
+
     with _open_binary(path, "rb") as handle:
+        encoding = text_encoding(handle.read(4))
+        handle.seek(0)
+        if encoding in ("utf-16", "utf-32"):
+            with io.TextIOWrapper(handle, encoding=encoding, errors="replace", newline="") as text:
+                for number, line in enumerate(text, start=1):
+                    yield number, line.encode("utf-8")
+            return
         for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield number, line
+            if number == 1 and encoding == "utf-8-sig":
+                line = line.removeprefix(codecs.BOM_UTF8)
+            yield number, line
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw bytes) for each non-blank line (see `read_lines`)."""
+    for number, line in read_lines(path):
+        if line.strip():
+            yield number, line
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

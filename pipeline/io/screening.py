@@ -1,7 +1,9 @@
-"""Content checks at ingest: is this document something the Swedish pipeline can use?
+"""Content checks: is this document something the Swedish pipeline can use?
 
 `screen_document` returns None for a usable document, or one line saying why not: empty, too long, binary,
 mostly markup (HTML soup), or not Swedish. Short texts are not judged on language (too little evidence).
+Both entry points screen with it, `ingest` and `label`, so a document gets the same verdict and the same
+reason from either (`label` cuts an over-long document instead, and says so, so it passes no length limit).
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ def swedish_share(text: str) -> tuple[float, int]:
     return sum(w in _SWEDISH_MARKERS for w in words) / len(words), len(words)
 
 
-def screen_document(document: Document, *, max_chars: int) -> str | None:
-    """None when the document is usable, else the reason it is not (one line)."""
+DUPLICATE_ID = "duplicate id: an earlier document has the same id"
+
+
+def screen_document(document: Document, *, max_chars: int | None) -> str | None:
+    """None when the document is usable, else the reason it is not (one line); `max_chars=None`: no limit."""
     text = document.text
     if not text.strip():
         return "empty document (no text, or only whitespace)"
-    if len(text) > max_chars:
+    if max_chars is not None and len(text) > max_chars:
         return f"document has {len(text):,} characters; the limit is {max_chars:,} (ingest.max_chars)"
     controls = len(_CONTROL.findall(text, 0, _SAMPLE_CHARS))
     if controls > max(3, len(text[:_SAMPLE_CHARS]) // 100):

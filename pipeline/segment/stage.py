@@ -32,6 +32,9 @@ class SegmentedDocument:
     cleaned_text: str
     sentences: list[Sentence]
     answer: AnswerMetadata | None
+    # indexes of sentences that are pieces of one over `segment.max_sentence_chars`, cut by force (no
+    # punctuation or line break to end it): each piece is a sentence cut, like a truncated one
+    forced_splits: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,15 @@ class SegmentResult:
     rejects_path: Path
 
 
-def _limit_length(text: str, spans: list[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:
-    """Cut spans longer than `max_chars` at the last space before the limit (run-on tables, lists)."""
+def _limit_length(text: str, spans: list[tuple[int, int]], max_chars: int) -> tuple[list[tuple[int, int]], set[int]]:
+    """Cut spans longer than `max_chars` at the last space before the limit (run-on tables, lists).
+
+    Returns the spans and the indexes of the pieces cut by force (every piece of a span that was cut).
+    """
     out: list[tuple[int, int]] = []
+    forced: set[int] = set()
     for start, end in spans:
+        first = len(out)
         while end - start > max_chars:
             cut = text.rfind(" ", start + 1, start + max_chars)
             if cut == -1:
@@ -56,7 +64,9 @@ def _limit_length(text: str, spans: list[tuple[int, int]], max_chars: int) -> li
             while start < end and text[start].isspace():
                 start += 1
         out.append((start, end))
-    return out
+        if len(out) - first > 1:
+            forced.update(range(first, len(out)))
+    return out, forced
 
 
 def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
@@ -64,14 +74,28 @@ def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
     cleaned = clean_text(document.text, join_hard_wrapped_lines=cfg.join_hard_wrapped_lines)
     if not cleaned:
         raise EmptyDocumentError(f"document {document.id!r}: no text left after cleaning")
-    spans = _limit_length(cleaned, split_sentences(cleaned), cfg.max_sentence_chars)
+    spans, forced = _limit_length(cleaned, split_sentences(cleaned), cfg.max_sentence_chars)
     answer = describe_answer(cleaned) if cfg.detect_answer_structure else None
     roles = assign_roles(cleaned, spans, answer=answer)
     sentences = [
         Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role)
         for i, ((s, e), role) in enumerate(zip(spans, roles, strict=True))
     ]
-    return SegmentedDocument(attach_answer(document, answer), cleaned, sentences, answer)
+    return SegmentedDocument(attach_answer(document, answer), cleaned, sentences, answer, frozenset(forced))
+
+
+def no_sentence_boundaries(segmented: SegmentedDocument, cfg: SegmentConfig) -> str | None:
+    """Why a text with no sentence boundary at all is not used (its pieces would be arbitrary cuts); else None.
+
+    A document with some sentences cut by force is kept, the pieces flagged; one cut everywhere is refused.
+    """
+    if not segmented.sentences or len(segmented.forced_splits) < len(segmented.sentences):
+        return None
+    return (
+        f"no sentence boundaries: {len(segmented.cleaned_text):,} characters without sentence punctuation or a "
+        f"line break within segment.max_sentence_chars={cfg.max_sentence_chars:,}; not used "
+        "(split the text into sentences or lines first)"
+    )
 
 
 def segment_document(document: Document, cfg: SegmentConfig) -> list[Sentence]:
@@ -83,9 +107,15 @@ def segment_documents(documents: Iterable[Document], cfg: SegmentConfig) -> Iter
     """Sentences of every document in order; a document that cannot be segmented becomes a `Reject`."""
     for document in documents:
         try:
-            yield from segment(document, cfg).sentences
+            segmented = segment(document, cfg)
         except EmptyDocumentError as exc:
             yield Reject(id=document.id, source="segment", reason=str(exc))
+            continue
+        problem = no_sentence_boundaries(segmented, cfg)
+        if problem is not None:
+            yield Reject(id=document.id, source="segment", reason=problem)
+            continue
+        yield from segmented.sentences
 
 
 def segment_stage(cfg: SegmentConfig) -> SegmentResult:
