@@ -105,6 +105,49 @@ def label(
 
 
 @app.command()
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/<name>@<alias> (default: serve.model, else label.model).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 5000).")] = None,
+    max_request_bytes: Annotated[
+        int | None, typer.Option(help="Refuse larger request bodies with 413, unread (default 4 MiB).")
+    ] = None,
+) -> None:
+    """Serve the registered model over REST (MLflow's scoring server): POST documents or sentences, get rows.
+
+    The rows are batch labelling's rows. Stops on Ctrl-C.
+    """
+    from pipeline import serve as serving
+    from pipeline.tracking import TrackingUnavailable, configure_tracking, redact
+
+    overrides = list(set_ or [])
+    for key, value in (("serve.model", model), ("serve.host", host), ("serve.port", port)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if max_request_bytes is not None:
+        overrides.append(f"serve.max_request_bytes={max_request_bytes}")
+    pipeline_config = _config(config, overrides, [])
+    cfg = pipeline_config.serve
+    try:
+        uri = configure_tracking(pipeline_config.tracking)
+        served = serving.resolve_served_model(cfg.model or pipeline_config.label.model)
+    except (TrackingUnavailable, serving.ModelNotFound) as exc:
+        err.print(f"serve: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    app_ = serving.build_app(served.pinned, cfg.max_request_bytes)
+    url = f"http://{cfg.host}:{cfg.port}"
+    version = f" (version {served.version})" if served.version else ""
+    where = f"serving {served.requested}{version} from {redact(uri)} at {url}/invocations"
+    err.print(where, highlight=False, soft_wrap=True)
+    err.print(f"example request:\n  {serving.example_request(url)}", highlight=False, soft_wrap=True)
+    serving.serve(app_, cfg.host, cfg.port)
+
+
+@app.command()
 def retrain(
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = None,

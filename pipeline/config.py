@@ -266,6 +266,19 @@ class LabelConfig(Section):
     threads: int | None = None
 
 
+# --- serve ----------------------------------------------------------------------------------------------
+
+
+class ServeConfig(Section):
+    """The REST server (`ct-pipeline serve`): MLflow's scoring server for one registered model."""
+
+    model: str | None = None  # models:/ URI, runs:/ URI or a logged model folder; empty: label.model
+    host: str = "127.0.0.1"  # loopback; expose it deliberately (and behind a proxy) if at all
+    port: int = Field(default=5000, ge=1, le=65535)
+    # Larger requests get 413 unread. A long answer is ~50 KB of JSON; 4 MiB is a batch of many.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+
+
 # --- retrain --------------------------------------------------------------------------------------------
 
 
@@ -308,6 +321,7 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     source_file: Path | None = Field(default=None, exclude=True)
 

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
@@ -106,6 +108,14 @@ def signature() -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+class BadModelInput(MlflowException, ValueError):
+    """Input the pyfunc cannot label. MLflow's scoring server answers it with 400 and this message (any other
+    error would reach the client as a generic "unexpected error")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 class SentenceLabellerPyfunc(PythonModel):
     """Segments (if given documents), runs the bundled `SentenceModel`, and returns one row per sentence.
 
@@ -136,7 +146,10 @@ class SentenceLabellerPyfunc(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        rows = sentence_rows(model_input, self.segment_config)
+        try:
+            rows = sentence_rows(model_input, self.segment_config)
+        except ValueError as exc:
+            raise BadModelInput(str(exc)) from exc
         return label_rows(self.sentence_model, rows)
 
 
