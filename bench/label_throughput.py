@@ -47,16 +47,11 @@ import psutil
 import torch
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import (
-    autocast_bf16,
-    bf16_supported,
-    label_disagreement,
-    label_documents,
-    quantize_dynamic_int8,
-    resolve_model,
-)
+from pipeline.label import label_documents, resolve_model
 from pipeline.models.backbone import quiet_transformers
+from pipeline.models.base import label_disagreement
 from pipeline.models.bert import BertTwoHeadModel
+from pipeline.models.bert_inference import bf16_supported
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -256,11 +251,18 @@ def bench_shape(
     """One model of `shape`, measured on each input size (the one-off costs weigh less on larger inputs)."""
     model_dir = build_model(shape, root, shared, fit_sentences)
     model, info = resolve_model(str(model_dir))
+    labeller, _ = resolve_model(str(model_dir))  # the label stage sets its model's precision run by run
     classify = hf_classifier(model_dir)
-    quantized = quantize_dynamic_int8(model)
-    bf16 = autocast_bf16(model) if bf16_supported(model) else None
+    quantized, _ = resolve_model(str(model_dir))
+    quantized.configure_inference("int8", threads, max_disagreement=1.0)
+    bf16 = None
+    if bf16_supported(model.device):
+        bf16, _ = resolve_model(str(model_dir))
+        bf16.configure_inference("bf16", threads, max_disagreement=1.0)
     return [
-        bench_size(shape, root, shared, n, threads, repeats, fit_sentences, model, info, classify, quantized, bf16)
+        bench_size(
+            shape, root, shared, n, threads, repeats, fit_sentences, model, labeller, info, classify, quantized, bf16
+        )
         for n in sizes
     ]
 
@@ -274,6 +276,7 @@ def bench_size(
     repeats: int,
     fit_sentences: int,
     model: BertTwoHeadModel,
+    labeller: BertTwoHeadModel,
     info: object,
     classify: Callable[[list[str]], list],
     quantized: BertTwoHeadModel,
@@ -293,7 +296,7 @@ def bench_size(
                 quantize_check_sentences=check,
                 quantize_max_disagreement=1.0,  # measured and reported below, not enforced in a speed test
             )
-            return label_documents(cfg, model, info, documents, segment_cfg, show_progress=False).sentences
+            return label_documents(cfg, labeller, info, documents, segment_cfg, show_progress=False).sentences
 
         return run
 

@@ -11,10 +11,12 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from pipeline import model_kinds
 
 Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain"]
 
@@ -176,8 +178,16 @@ class BertSpec(Section):
     threads: int | None = None
 
 
+# The built-in kinds: spec, pip requirements (beyond the pyfunc's base) and the model class.
+model_kinds.register("majority", MajoritySpec, (), "pipeline.models.baselines:MajorityModel")
+model_kinds.register("keyword", KeywordSpec, (), "pipeline.models.baselines:KeywordModel")
+model_kinds.register("tfidf", TfidfSpec, ("scikit-learn", "scipy", "skops"), "pipeline.models.baselines:TfidfModel")
+model_kinds.register(
+    "bert", BertSpec, ("torch", "transformers", "tokenizers", "safetensors"), "pipeline.models.bert:BertTwoHeadModel"
+)
+
 # What an ensemble may hold: any single model (ensembles do not nest).
-MemberSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec, Field(discriminator="kind")]
+MemberSpec = model_kinds.spec_union(members_only=True)
 
 
 class EnsembleSpec(Section):
@@ -204,7 +214,8 @@ class EnsembleSpec(Section):
         return [w / total for w in weights]
 
 
-ModelSpec = Annotated[MajoritySpec | KeywordSpec | TfidfSpec | BertSpec | EnsembleSpec, Field(discriminator="kind")]
+model_kinds.register("ensemble", EnsembleSpec, (), "pipeline.models.ensemble:EnsembleModel", member=False)
+ModelSpec = model_kinds.spec_union()
 
 
 class DataConfig(Section):
@@ -399,7 +410,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], file: Path) -> di
 def _format_error(file: Path, error: ValidationError) -> str:
     first = error.errors()[0]
     # Discriminated unions add the tag (e.g. "bert") to the location; the user never wrote it.
-    tags = {"majority", "keyword", "tfidf", "bert", "ensemble"}
+    tags = set(model_kinds.names())
     parts = [str(p) for p in first["loc"] if str(p) not in tags and not str(p).startswith("function-")]
     loc = ".".join(parts)
     kind = first["type"]

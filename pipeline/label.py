@@ -8,14 +8,13 @@
 - Atomic: final files are written under temporary names and `os.replace`d, the sentence file last.
 - Nothing lost: every input document is labelled or listed in the rejects file with its reason; truncation
   (an over-long document, a sentence over the model's token limit) is a `warning` there and a flag in the row.
-- Fast: duplicate sentences in a chunk are labelled once; BERT models get the thread setting, their own
-  length-sorted token-budget batching, and optionally dynamic int8 or bf16 autocast, checked against float32.
+- Fast: duplicate sentences in a chunk are labelled once; the model is configured once
+  (`configure_inference`: precision, threads, token budget) and labels through its own `predict_proba`.
 """
 
 from __future__ import annotations
 
 import atexit
-import copy
 import hashlib
 import itertools
 import json
@@ -35,7 +34,7 @@ import pyarrow.parquet as pq
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.rejects import Reject
 from pipeline.io.screening import DUPLICATE_ID, screen_document
-from pipeline.models.base import SentenceModel, load_model
+from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel, load_model
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -83,7 +82,7 @@ class LabelResult:
     rejects: Path
     resumed_chunks: int = 0  # chunks found committed by an earlier, interrupted run
     quantization_disagreement: float | None = None  # measured on the check sample when quantizing
-    precision: str = "float32"  # what the model ran in: float32, dynamic-int8 or bf16
+    precision: str = "float32"  # what the model ran in: float32, int8 or bf16 (see SentenceModel.precisions)
 
     @property
     def exit_code(self) -> int:
@@ -93,10 +92,6 @@ class LabelResult:
 
 class LabelRunMismatch(RuntimeError):
     """A partial run is on disk that was started with other arguments or another input."""
-
-
-class QuantizationOutOfTolerance(RuntimeError):
-    """The int8 or bf16 model disagrees with float32 more than `label.quantize_max_disagreement`."""
 
 
 @dataclass(frozen=True)
@@ -198,225 +193,43 @@ def forced_split_warning(indexes: list[int], segment_cfg: SegmentConfig) -> str:
     )
 
 
-# --- predicting: the generic path and the BERT fast path ----------------------------------------------
+# --- predicting ---------------------------------------------------------------------------------------
 
-# What a chunk needs from a model: probabilities, and which sentences it read only in part.
-Predictor = Callable[[Sequence[SentenceText]], tuple[HeadProbabilities, np.ndarray]]
+# label.quantize -> the model's precision
+_PRECISION = {"none": "float32", "dynamic-int8": "int8", "bf16": "bf16"}
+
+Predictor = Callable[[Sequence[SentenceText]], HeadProbabilities]
 
 
 def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
-    """The labelling function for any SentenceModel; BERT models take the fast path.
-
-    An ensemble is labelled member by member, each with its own predictor (so a BERT member gets threads,
-    the token budget, quantization and truncation flags), and mixed as `EnsembleModel.predict_proba` mixes.
-    """
-    kind = getattr(model, "kind", None)
-    if kind == "bert":
-        return _BertPredictor(model, cfg)
-    if cfg.quantize != "none" and not _has_bert(model):
-        raise ValueError(
-            f"label.quantize={cfg.quantize}: quantization applies to BERT models only; "
-            f"this model is {getattr(model, 'kind', type(model).__name__)!r} (set label.quantize=none)"
+    """Configure the model's inference as `cfg` says and return its `predict_proba`, errors named by config key."""
+    try:
+        model.configure_inference(
+            _PRECISION[cfg.quantize],
+            cfg.threads,
+            max_tokens_per_batch=cfg.max_tokens_per_batch,
+            check_sentences=cfg.quantize_check_sentences,
+            max_disagreement=cfg.quantize_max_disagreement,
         )
-    if kind == "ensemble":
-        return _EnsemblePredictor(model, cfg)
+    except ValueError as exc:
+        raise ValueError(f"label.quantize={cfg.quantize}: {exc} (set label.quantize=none)") from None
 
-    def predict(sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
-        return model.predict_proba(sentences), np.zeros(len(sentences), dtype=bool)
+    def predict(sentences: Sequence[SentenceText]) -> HeadProbabilities:
+        try:
+            return model.predict_proba(sentences)
+        except QuantizationOutOfTolerance as exc:
+            raise QuantizationOutOfTolerance(
+                f"label.quantize={cfg.quantize}: {exc} (label.quantize_max_disagreement); set label.quantize=none"
+            ) from None
 
     return predict
 
 
-def _has_bert(model: Any) -> bool:
-    """Whether `model` is a BERT model or an ensemble with a BERT member (at any depth)."""
-    kind = getattr(model, "kind", None)
-    return kind == "bert" or (kind == "ensemble" and any(_has_bert(m) for m in model.members))
-
-
-class _EnsemblePredictor:
-    """An ensemble's members each labelled by their own predictor, mixed with the ensemble's weights.
-
-    A sentence is flagged truncated when any member read it only in part. Quantization applies to the BERT
-    members only; `precision` and `disagreement` report theirs.
-    """
-
-    def __init__(self, model: Any, cfg: LabelConfig) -> None:
-        self.model = model
-        no_quantize = cfg.model_copy(update={"quantize": "none"})
-        self.members: list[Predictor] = [
-            sentence_predictor(member, cfg if _has_bert(member) else no_quantize) for member in model.members
-        ]
-
-    def __call__(self, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
-        truncated = np.zeros(len(sentences), dtype=bool)
-        outputs = []
-        for predict in self.members:
-            probs, member_truncated = predict(sentences)
-            outputs.append(probs)
-            truncated |= member_truncated
-        return self.model.mix(outputs), truncated
-
-    @property
-    def precision(self) -> str:
-        lower = [p for p in (getattr(m, "precision", "float32") for m in self.members) if p != "float32"]
-        return lower[0] if lower else "float32"
-
-    @property
-    def disagreement(self) -> float | None:
-        measured = [d for d in (getattr(m, "disagreement", None) for m in self.members) if d is not None]
-        return max(measured) if measured else None
-
-
-def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
+def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> HeadProbabilities:
     """Run the model once per distinct sentence (headings, datelines and signatures repeat across answers)."""
     index: dict[SentenceText, int] = {}
     inverse = np.fromiter((index.setdefault(s, len(index)) for s in sentences), dtype=np.int64, count=len(sentences))
-    probs, truncated = predict(list(index))
-    return (
-        HeadProbabilities(
-            strategy=probs.strategy[inverse],
-            commitment=probs.commitment[inverse],
-            strategy_thresholds=probs.strategy_thresholds,
-        ),
-        truncated[inverse],
-    )
-
-
-class _BertPredictor:
-    """BERT fast path: threads, the model's own token-budget batching, optional int8 or bf16, truncation flags.
-
-    A lower precision is accepted only after a check: on the first `quantize_check_sentences` distinct
-    sentences labelled, the share whose labels (commitment, or any strategy label) differ between it and
-    float32 must be at most `quantize_max_disagreement`; otherwise `QuantizationOutOfTolerance` is raised.
-    bf16 on a CPU without bf16 support runs in float32 (`precision` says which ran).
-    """
-
-    def __init__(self, model: Any, cfg: LabelConfig) -> None:
-        import torch
-
-        if cfg.threads is not None:
-            torch.set_num_threads(max(1, cfg.threads))
-        self.model = model
-        self.cfg = cfg
-        self.quantized: Any | None = None
-        self.disagreement: float | None = None
-        self.precision = "float32"
-        if cfg.quantize == "dynamic-int8":
-            self.quantized = quantize_dynamic_int8(model)
-            self.precision = cfg.quantize
-        elif cfg.quantize == "bf16" and bf16_supported(model):
-            self.quantized = autocast_bf16(model)
-            self.precision = cfg.quantize
-
-    def __call__(self, sentences: Sequence[SentenceText]) -> tuple[HeadProbabilities, np.ndarray]:
-        budget = self.cfg.max_tokens_per_batch
-        if self.quantized is None:
-            probs = self.model.predict_proba(sentences, max_tokens_per_batch=budget)
-        else:
-            probs = self.quantized.predict_proba(sentences, max_tokens_per_batch=budget)
-            if self.disagreement is None and len(sentences):
-                self._check_quantized(sentences, probs)
-        return probs, self._truncated(sentences)
-
-    def _check_quantized(self, sentences: Sequence[SentenceText], quantized: HeadProbabilities) -> None:
-        k = min(len(sentences), self.cfg.quantize_check_sentences)
-        reference = self.model.predict_proba(sentences[:k], max_tokens_per_batch=self.cfg.max_tokens_per_batch)
-        self.disagreement = label_disagreement(reference, _head_rows(quantized, k))
-        if self.disagreement > self.cfg.quantize_max_disagreement:
-            raise QuantizationOutOfTolerance(
-                f"label.quantize={self.precision}: its labels differ from float32 on {self.disagreement:.1%} of "
-                f"{k} sentences (label.quantize_max_disagreement={self.cfg.quantize_max_disagreement:.1%}); "
-                "set label.quantize=none"
-            )
-        self.model = None  # the float32 copy is no longer needed; free its memory
-
-    def _truncated(self, sentences: Sequence[SentenceText]) -> np.ndarray:
-        """Sentences the model read only in part: fewer of their own tokens kept than they have.
-
-        Context (the neighbours, for context models) is cut as the model needs; that is not flagged.
-        """
-        model = self.quantized or self.model
-        if not sentences:
-            return np.zeros(0, dtype=bool)
-        own = np.array(
-            [len(ids) for ids in model.tokenizer([s.text for s in sentences], add_special_tokens=False)["input_ids"]]
-        )
-        if model.spec.context:
-            from pipeline.models.bert import encode_sentences
-
-            encoded = encode_sentences(model.tokenizer, sentences, True, model.max_length_)
-            kept = np.array([sum(e.sentence_mask) for e in encoded])
-        else:
-            kept = np.minimum(own, int(model.max_length_) - 2)  # room left by [CLS] and [SEP]
-        return own > kept
-
-
-def quantize_dynamic_int8(model: Any) -> Any:
-    """A copy of a BertTwoHeadModel whose Linear layers run in int8 (weights static, activations dynamic)."""
-    import warnings
-
-    import torch
-
-    quantized = copy.copy(model)
-    with warnings.catch_warnings():  # torch.ao eager quantization is deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        quantized.network_ = torch.ao.quantization.quantize_dynamic(
-            model.network_, {torch.nn.Linear}, dtype=torch.qint8
-        )
-    return quantized
-
-
-def bf16_supported(model: Any) -> bool:
-    """Whether bf16 autocast is worth running: a CUDA device, or a CPU with native bf16 (AVX512-BF16/AMX)."""
-    import torch
-
-    if model.device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-class _Bf16Network:
-    """Wraps a two-head network so its forward pass runs under bf16 autocast; weights stay float32.
-
-    The innermost autocast wins, so this holds even inside the model's own (disabled on CPU) autocast.
-    """
-
-    def __init__(self, network: Any) -> None:
-        self.network = network
-
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        import torch
-
-        device = next(self.network.parameters()).device.type
-        with torch.autocast(device, dtype=torch.bfloat16):
-            return self.network(batch)
-
-    def __getattr__(self, name: str) -> Any:  # eval(), train(), training, parameters() of the network
-        if name == "network":  # not set yet (a copy being built): no recursion
-            raise AttributeError(name)
-        return getattr(self.network, name)
-
-
-def autocast_bf16(model: Any) -> Any:
-    """A copy of a BertTwoHeadModel whose forward pass runs in bf16 autocast (shares the float32 weights)."""
-    bf16 = copy.copy(model)
-    bf16.network_ = _Bf16Network(model.network_)
-    return bf16
-
-
-def _head_rows(probs: HeadProbabilities, k: int) -> HeadProbabilities:
-    return HeadProbabilities(probs.strategy[:k], probs.commitment[:k], probs.strategy_thresholds)
-
-
-def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:
-    """Share of sentences whose commitment label or strategy label set differs between two predictions."""
-    if len(a.commitment) == 0:
-        return 0.0
-    commitment = a.commitment.argmax(axis=1) != b.commitment.argmax(axis=1)
-    strategy = ((a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])).any(
-        axis=1
-    )
-    return float((commitment | strategy).mean())
+    return predict(list(index)).rows(inverse)
 
 
 # --- one chunk ------------------------------------------------------------------------------------------
@@ -483,10 +296,10 @@ def _label_chunk(
     flat = [s for segmented, _ in documents for s in segmented.sentences]
     inputs = with_context((s.doc_id, s.text) for s in flat)
     if flat:
-        probs, truncated = label_unique(predict, inputs)
+        probs = label_unique(predict, inputs)
     else:
         probs = HeadProbabilities(np.zeros((0, len(STRATEGY_LABELS))), np.zeros((0, len(COMMITMENT_LABELS))))
-        truncated = np.zeros(0, dtype=bool)
+    truncated = probs.truncated
     forced = np.fromiter(
         (s.index in segmented.forced_splits for segmented, _ in documents for s in segmented.sentences),
         dtype=bool,
@@ -749,14 +562,15 @@ def label_documents(
         )
     _finish(partial, n_chunks, paths)
     shutil.rmtree(partial)
+    inference = model.inference_report()
     return LabelResult(
         **totals,
         output=paths.output,
         summary=paths.summary,
         rejects=paths.rejects,
         resumed_chunks=resumed,
-        quantization_disagreement=getattr(predict, "disagreement", None),
-        precision=getattr(predict, "precision", "float32"),
+        quantization_disagreement=inference.disagreement,
+        precision=inference.precision,
     )
 
 

@@ -35,6 +35,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
+from pipeline import model_kinds as registry
 from pipeline.config import SegmentConfig
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -241,15 +242,11 @@ def label_rows(model: SentenceModel, rows: pd.DataFrame) -> pd.DataFrame:
 # --- logging --------------------------------------------------------------------------------------------
 
 BASE_REQUIREMENTS = ("mlflow", "pandas", "numpy", "pydantic", "pyyaml")
-KIND_REQUIREMENTS = {
-    "tfidf": ("scikit-learn", "scipy", "skops"),
-    "bert": ("torch", "transformers", "tokenizers", "safetensors"),
-}
 
 
 def requirements(*kinds: str) -> list[str]:
     """Pinned pip requirements for the model kinds in one model (torch only with BERT), installed versions."""
-    names = list(dict.fromkeys([*BASE_REQUIREMENTS, *(n for k in kinds for n in KIND_REQUIREMENTS.get(k, ()))]))
+    names = list(dict.fromkeys([*BASE_REQUIREMENTS, *registry.requirements(*kinds)]))
     out = []
     for name in names:
         try:

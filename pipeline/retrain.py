@@ -350,7 +350,7 @@ def _train_score_decide(
     log.info("training challenger (%s) on %d sentences", config.train.model.kind, len(train))
     with tracking.stage_run(config, "train"):
         challenger_dir = fit_and_save(
-            config.train.model, train, dev, tmp / "challenger", on_epoch=tracking.epoch_logger()
+            config.train.model, train, dev, tmp / "challenger", callbacks=[tracking.epoch_logger()]
         )
         challenger = load_model(challenger_dir)  # score exactly what gets registered
         card = tracking.write_model_card(

@@ -118,7 +118,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
     tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
     if dev:
         tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
-    trained = train_models(config.train, train, dev, on_epoch=tracking.epoch_logger())
+    trained = train_models(config.train, train, dev, callbacks=[tracking.epoch_logger()])
     outputs: dict[str, str] = {}
     for model in trained:
         mlflow.log_metric(f"{model.name}.fit_seconds", model.seconds)

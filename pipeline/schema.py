@@ -119,12 +119,30 @@ class HeadProbabilities:
     """Both heads' outputs for n sentences.
 
     `strategy` is (n, 3) independent sigmoid probabilities; `commitment` is (n, 5) and sums to 1 per row;
-    `strategy_thresholds` (3,) turns strategy probabilities into labels.
+    `strategy_thresholds` (3,) turns strategy probabilities into labels; `truncated` (n,) is True where the
+    sentence itself was cut to fit the model (context that did not fit never counts). Default: none cut.
     """
 
     strategy: np.ndarray
     commitment: np.ndarray
     strategy_thresholds: np.ndarray = field(default_factory=lambda: np.full(len(STRATEGY_LABELS), 0.5))
+    truncated: np.ndarray = None  # type: ignore[assignment]  (filled in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.truncated is None:
+            self.truncated = np.zeros(len(self.commitment), dtype=bool)
+        else:
+            self.truncated = np.asarray(self.truncated, dtype=bool)
+            if self.truncated.shape != (len(self.commitment),):
+                raise ValueError(
+                    f"HeadProbabilities: truncated has shape {self.truncated.shape}, expected ({len(self.commitment)},)"
+                )
+
+    def rows(self, index: np.ndarray | slice) -> HeadProbabilities:
+        """The same outputs for a subset (or reordering) of the sentences."""
+        return HeadProbabilities(
+            self.strategy[index], self.commitment[index], self.strategy_thresholds, self.truncated[index]
+        )
 
     def strategy_labels(self) -> list[list[str]]:
         hits = self.strategy >= self.strategy_thresholds[None, :]

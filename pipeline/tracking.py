@@ -231,7 +231,7 @@ def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
 
 
 def epoch_logger() -> Callable[[int, Mapping[str, float]], None]:
-    """An `on_epoch(epoch, metrics)` callback for trainers (`pipeline.train.fit_and_save`)."""
+    """An epoch callback `(epoch, metrics)` for `SentenceModel.fit` (via `pipeline.train.fit_and_save`)."""
     return lambda epoch, metrics: log_epoch(metrics, epoch)
 
 

@@ -100,7 +100,7 @@ def finetune(names: list[str], backbone: str | None = None, suffix: str = "") ->
         spec = BertSpec(**{**COMMON, **VARIANTS[name], **({"backbone": backbone} if backbone else {})})
         started = time.monotonic()
         model = BertTwoHeadModel.from_spec(spec).fit(
-            train, dev, on_epoch=lambda e, m: print(f"  epoch {e}: {json.dumps(m)}", flush=True)
+            train, dev, callbacks=[lambda e, m: print(f"  epoch {e}: {json.dumps(m)}", flush=True)]
         )
         minutes = (time.monotonic() - started) / 60
         model.save(OUT / "models" / f"{name}{suffix}")

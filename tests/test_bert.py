@@ -61,7 +61,7 @@ def micro_spec(backbone: Path, **changes: object) -> BertSpec:
 def fitted(backbone: Path) -> tuple[BertTwoHeadModel, list[tuple[int, dict[str, float]]]]:
     epochs: list[tuple[int, dict[str, float]]] = []
     model = BertTwoHeadModel.from_spec(micro_spec(backbone)).fit(
-        TRAIN, DEV, on_epoch=lambda e, m: epochs.append((e, m))
+        TRAIN, DEV, callbacks=[lambda e, m: epochs.append((e, m))]
     )
     return model, epochs
 

@@ -65,7 +65,7 @@ def fitted(backbone: Path) -> tuple[EnsembleModel, list[tuple[int, dict[str, flo
     epochs: list[tuple[int, dict[str, float]]] = []
     model = build_model(ensemble_spec(backbone, [1.0, 3.0]))
     assert isinstance(model, EnsembleModel)
-    model.fit(TRAIN, DEV, on_epoch=lambda e, m: epochs.append((e, dict(m))))
+    model.fit(TRAIN, DEV, callbacks=[lambda e, m: epochs.append((e, dict(m)))])
     return model, epochs
 
 
@@ -118,7 +118,7 @@ def test_without_dev_thresholds_are_the_weighted_member_thresholds() -> None:
 def test_epochs_of_the_bert_member_are_reported(fitted: tuple[EnsembleModel, list]) -> None:
     _, epochs = fitted
     assert [e for e, _ in epochs] == [1, 2, 3]
-    assert all("dev_mean_macro_f1" in metrics for _, metrics in epochs)
+    assert all("member0.dev_mean_macro_f1" in metrics for _, metrics in epochs)  # the BERT member's
 
 
 def test_the_mix_learns_the_constructed_cues(fitted: tuple[EnsembleModel, list]) -> None:
@@ -208,17 +208,16 @@ def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[Ensemble
 
     model, _ = fitted
     inputs = dev_inputs()
-    predict = sentence_predictor(model, LabelConfig(threads=1))
-    probabilities, truncated = predict(inputs)
-    expected = model.predict_proba(inputs)
-    np.testing.assert_allclose(probabilities.strategy, expected.strategy, atol=1e-6)
-    np.testing.assert_allclose(probabilities.commitment, expected.commitment, atol=1e-6)
-    np.testing.assert_array_equal(probabilities.strategy_thresholds, expected.strategy_thresholds)
-    assert not truncated.any()
+    model.configure_inference(threads=1)
+    probabilities = model.predict_proba(inputs)
+    members = [member.predict_proba(inputs) for member in model.members]
+    np.testing.assert_allclose(probabilities.strategy, 0.25 * members[0].strategy + 0.75 * members[1].strategy)
+    np.testing.assert_array_equal(probabilities.strategy_thresholds, model.strategy_thresholds_)
+    assert not probabilities.truncated.any()
 
     bert = model.members[0]
     assert len(bert.tokenizer(LONG_SENTENCE, add_special_tokens=False)["input_ids"]) > bert.max_length_
-    _, flags = predict([SentenceText(LONG_SENTENCE), *inputs[:2]])
+    flags = model.predict_proba([SentenceText(LONG_SENTENCE), *inputs[:2]]).truncated
     assert flags.tolist() == [True, False, False]
 
     documents = [
@@ -235,9 +234,12 @@ def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[Ensemble
     assert result.warnings == 1 and result.rejected == 0
 
     # Quantization is for the BERT member; an ensemble without one refuses it.
-    assert sentence_predictor(model, LabelConfig(threads=1, quantize="dynamic-int8")).precision == "dynamic-int8"
+    int8_cfg = cfg.model_copy(update={"quantize": "dynamic-int8", "quantize_max_disagreement": 1.0})  # micro model
+    int8 = label_documents(int8_cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    assert int8.precision == "int8" and int8.quantization_disagreement is not None
+    model.configure_inference()
     without_bert = EnsembleModel(model.members[1:], [1.0])
-    with pytest.raises(ValueError, match="quantize"):
+    with pytest.raises(ValueError, match=r"label\.quantize=dynamic-int8: ensemble model: precision 'int8'"):
         sentence_predictor(without_bert, LabelConfig(quantize="dynamic-int8"))
 
 

@@ -30,10 +30,10 @@ from pipeline.label import (
     WARNING,
     LabelRunMismatch,
     count_documents,
-    label_disagreement,
     label_documents,
     resolve_model,
 )
+from pipeline.models.base import label_disagreement
 from pipeline.models.baselines import TfidfModel
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, HeadProbabilities, with_context
 from pipeline.segment import segment_document
@@ -191,7 +191,7 @@ def test_every_document_is_labelled_or_listed_with_its_reason(tfidf_dir: Path, t
 
 def test_quantizing_a_model_without_torch_is_refused(tfidf_dir: Path, tmp_path: Path) -> None:
     model, info = resolve_model(str(tfidf_dir))
-    with pytest.raises(ValueError, match="quantization applies to BERT models only"):
+    with pytest.raises(ValueError, match=r"label\.quantize=dynamic-int8: tfidf model: .* float32 only"):
         label_documents(
             label_config(tmp_path, quantize="dynamic-int8"),
             model,
@@ -409,7 +409,10 @@ def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_pat
         assert 0 < gap < 0.05  # bf16 really ran (probabilities moved), and stayed close
     else:
         assert bf16.precision == "float32" and gap == 0
-    assert isinstance(model.network_, torch.nn.Module)  # the float32 model is left as it was
+    again = label_documents(label_config(tmp_path, "fp32-again.parquet", threads=1), model, info, documents,
+                            SegmentConfig(), show_progress=False)  # fmt: skip
+    assert again.precision == "float32"  # the float32 network was kept: configured back, it labels as before
+    assert pd.read_parquet(again.output).equals(fp32_rows)
 
 
 def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Path, tmp_path: Path) -> None:
@@ -420,22 +423,23 @@ def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Pat
     model, _ = resolve_model(str(bert_dir))
     sentences = with_context([("d", p) for p in PARAGRAPHS])
     first = int(model.predict_proba(sentences).commitment[0].argmax())
-    # A float32 reference whose commitment head is pushed to another kind for every sentence: any
-    # lower-precision copy of the real model then disagrees with it on at least the first sentence.
-    pushed = copy.copy(model)
-    pushed.network_ = copy.deepcopy(model.network_)
-    with torch.no_grad():
-        pushed.network_.commitment.bias[(first + 1) % len(COMMITMENT_LABELS)] += 1e4
+    float32 = model.network_
     for quantize in ("dynamic-int8", "bf16"):
         predict = sentence_predictor(model, label_config(tmp_path, threads=1, quantize=quantize))
-        if predict.precision == "float32":
+        if model.inference_report().precision == "float32":
             continue  # bf16 on a CPU without it: nothing runs in lower precision, nothing to check
         predict(sentences)
-        assert predict.disagreement is not None and predict.disagreement <= 0.5
+        disagreement = model.inference_report().disagreement
+        assert disagreement is not None and disagreement <= 0.5
+        # A float32 reference whose commitment head is pushed to another kind for every sentence: the
+        # lower-precision copy of the real model then disagrees with it on at least the first sentence.
         predict = sentence_predictor(model, label_config(tmp_path, threads=1, quantize=quantize))
-        predict.model = pushed
-        with pytest.raises(QuantizationOutOfTolerance, match=f"label.quantize={quantize}: its labels differ"):
+        model.network_ = copy.deepcopy(float32)
+        with torch.no_grad():
+            model.network_.commitment.bias[(first + 1) % len(COMMITMENT_LABELS)] += 1e4
+        with pytest.raises(QuantizationOutOfTolerance, match=f"label.quantize={quantize}: precision .* differ"):
             predict(sentences)
+        model.network_ = float32
 
 
 # --- models from the registry ---------------------------------------------------------------------------

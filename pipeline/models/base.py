@@ -1,30 +1,51 @@
-"""The one interface every sentence model implements (majority, keyword, TF-IDF, BERT).
+"""The one interface every sentence model implements (majority, keyword, TF-IDF, BERT, ensemble).
 
 Evaluation, the registry, labelling and retraining only ever hold a `SentenceModel`, so they never ask which
-model it is. A saved model is a folder with `model.json` naming its kind; `load_model` dispatches on it.
+model it is. A saved model is a folder with `model.json` naming its kind; `load_model` dispatches on it
+through the registry of kinds (`pipeline.model_kinds`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
+from pipeline import model_kinds
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, SentenceText
 
 MODEL_CARD_FILE = "model.json"
 
+# Receives (epoch, metrics) after every epoch of a model that trains in epochs; others never call it.
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+
 
 @runtime_checkable
 class SentenceModel(Protocol):
-    """Configured in the constructor, learns in `fit`, answers in `predict_proba`; no I/O except save/load."""
+    """Configured in the constructor, learns in `fit`, answers in `predict_proba`; no I/O except save/load.
+
+    `predict_proba` flags in `truncated` the sentences the model read only in part. `configure_inference`
+    sets how predictions run (precision, threads); `precisions` lists what the kind can run in.
+    """
 
     kind: str
+    precisions: tuple[str, ...]
 
-    def fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None) -> Self: ...
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),
+    ) -> Self: ...
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities: ...
+
+    def configure_inference(self, precision: str = "float32", threads: int | None = None, **options: Any) -> None: ...
+
+    def inference_report(self) -> InferenceReport: ...
 
     def save(self, path: Path) -> None: ...
 
@@ -32,12 +53,42 @@ class SentenceModel(Protocol):
     def load(cls, path: Path) -> Self: ...
 
 
-_KINDS: dict[str, Callable[[], type]] = {}
+@dataclass(frozen=True)
+class InferenceReport:
+    """What predictions ran in, and how far their labels were from float32 on the check sample (if checked)."""
+
+    precision: str = "float32"
+    disagreement: float | None = None
 
 
-def register_kind(kind: str, loader: Callable[[], type]) -> None:
-    """Make `load_model` know a model kind; `loader` imports lazily so torch is only loaded when needed."""
-    _KINDS[kind] = loader
+class QuantizationOutOfTolerance(RuntimeError):
+    """A lower precision changes more labels than allowed compared with float32."""
+
+
+class Float32Inference:
+    """`configure_inference` for kinds that only run in float32: other precisions are refused."""
+
+    precisions: tuple[str, ...] = ("float32",)
+
+    def configure_inference(self, precision: str = "float32", threads: int | None = None, **options: Any) -> None:
+        """Accept float32 (threads and batching options do not apply); refuse any other precision."""
+        if precision != "float32":
+            kind = getattr(self, "kind", type(self).__name__)
+            raise ValueError(f"{kind} model: precision {precision!r} is not available; it runs in float32 only")
+
+    def inference_report(self) -> InferenceReport:
+        return InferenceReport()
+
+
+def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:
+    """Share of sentences whose commitment label or strategy label set differs between two predictions."""
+    if len(a.commitment) == 0:
+        return 0.0
+    commitment = a.commitment.argmax(axis=1) != b.commitment.argmax(axis=1)
+    strategy = ((a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])).any(
+        axis=1
+    )
+    return float((commitment | strategy).mean())
 
 
 def write_model_json(path: Path, kind: str, **extra: Any) -> None:
@@ -72,10 +123,17 @@ def read_model_json(path: Path, kind: str | None = None) -> dict[str, Any]:
 
 def load_model(path: Path | str) -> SentenceModel:
     """Load any saved model folder, whatever its kind."""
-    from pipeline import models  # noqa: F401  (registers the built-in kinds)
+    import pipeline.config  # noqa: F401  (registers the built-in kinds)
 
     path = Path(path)
     kind = read_model_json(path)["kind"]
-    if kind not in _KINDS:
-        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")
-    return _KINDS[kind]().load(path)
+    try:
+        registered = model_kinds.get(kind)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return registered.model_class().load(path)
+
+
+def build_model(spec: Any) -> SentenceModel:
+    """An unfitted model for a spec from the config (`spec.kind` picks the registered class)."""
+    return model_kinds.get(spec.kind).model_class().from_spec(spec)

@@ -7,6 +7,7 @@ folder with `model.json` that `pipeline.models.load_model` restores.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ import yaml
 
 from pipeline.config import KeywordSpec, MajoritySpec, TfidfSpec
 from pipeline.labelled_data import in_document_order, sentence_texts
-from pipeline.models.base import read_model_json, write_model_json
+from pipeline.models.base import EpochCallback, Float32Inference, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -44,7 +45,7 @@ def _check_fitted(model: object, attribute: str) -> None:
 # --- majority ----------------------------------------------------------------------------------------
 
 
-class MajorityModel:
+class MajorityModel(Float32Inference):
     """Predicts the training distribution for every sentence: the floor any model must clear."""
 
     kind = "majority"
@@ -53,7 +54,13 @@ class MajorityModel:
     def from_spec(cls, spec: MajoritySpec) -> MajorityModel:
         return cls()
 
-    def fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None) -> Self:
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
+    ) -> Self:
         if not train:
             raise ValueError("MajorityModel.fit: no training sentences")
         gold = commitment_indices([s.commitment for s in train])
@@ -138,7 +145,7 @@ def read_lexicon(path: Path | str) -> dict[str, dict[str, list[str]]]:
     return parse_lexicon(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
 
 
-class KeywordModel:
+class KeywordModel(Float32Inference):
     """Rules from a cue lexicon: a strategy label fires on any of its cues; commitment takes the first type
     (funding > pending_proposal > support > institution) with a matching cue, else none.
 
@@ -182,7 +189,13 @@ class KeywordModel:
                     break
         return hits, commitment
 
-    def fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None) -> Self:
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
+    ) -> Self:
         if not train:
             raise ValueError("KeywordModel.fit: no training sentences")
         hits, predicted = self.rule_decisions([s.text for s in train])
@@ -239,7 +252,7 @@ class KeywordModel:
 # --- TF-IDF + logistic regression ---------------------------------------------------------------------
 
 
-class TfidfModel:
+class TfidfModel(Float32Inference):
     """TF-IDF word and character n-grams with logistic regression.
 
     Strategy: one binary classifier per label (one-vs-rest), with per-label decision thresholds tuned for F1:
@@ -285,21 +298,21 @@ class TfidfModel:
         params.update(overrides)
         return cls(**params)
 
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (scikit-learn's estimator convention, so `sklearn.base.clone` works)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> Self:
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"TfidfModel.set_params: unknown parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
     def params(self) -> dict[str, Any]:
-        return {
-            "word_ngrams": list(self.word_ngrams),
-            "char_ngrams": list(self.char_ngrams),
-            "min_df": self.min_df,
-            "C": self.C,
-            "class_weight": self.class_weight,
-            "max_features": self.max_features,
-            "strategy_C": self.strategy_C,
-            "context": self.context,
-            "context_weight": self.context_weight,
-            "tune_thresholds": self.tune_thresholds,
-            "threshold_folds": self.threshold_folds,
-            "seed": self.seed,
-        }
+        """The constructor's arguments as JSON values (for model.json)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
 
     # features
 
@@ -362,7 +375,13 @@ class TfidfModel:
 
     # the protocol
 
-    def fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None = None) -> Self:
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
+    ) -> Self:
         if not train:
             raise ValueError("TfidfModel.fit: no training sentences")
         train = in_document_order(train)
@@ -373,11 +392,13 @@ class TfidfModel:
         from pipeline.evaluate import tune_thresholds
 
         if self.threshold_folds > 1:
+            from sklearn.base import clone
+
             from pipeline.labelled_data import grouped_folds
 
             out_of_fold = np.zeros((len(train), len(STRATEGY_LABELS)))
             for fit_idx, held_idx in grouped_folds(train, n_folds=self.threshold_folds, seed=self.seed):
-                fold = TfidfModel(**{**self.params(), "tune_thresholds": False})
+                fold = clone(self).set_params(tune_thresholds=False)
                 fold.fit([train[i] for i in fit_idx])
                 held = sentence_texts([train[i] for i in held_idx])
                 out_of_fold[held_idx] = fold.predict_proba(held).strategy

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -28,7 +28,15 @@ from pipeline.config import BertSpec, EvaluateConfig
 from pipeline.evaluate import evaluate_predictions, tune_thresholds
 from pipeline.labelled_data import in_document_order, sentence_texts
 from pipeline.models.backbone import load_encoder, load_tokenizer, set_threads
-from pipeline.models.base import read_model_json, write_model_json
+from pipeline.models.base import (
+    EpochCallback,
+    InferenceReport,
+    QuantizationOutOfTolerance,
+    label_disagreement,
+    read_model_json,
+    write_model_json,
+)
+from pipeline.models.bert_inference import LOWER_PRECISIONS
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -41,7 +49,6 @@ from pipeline.schema import (
 
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"
-EpochCallback = Callable[[int, dict[str, float]], None]
 _SHOWN_METRICS = ("train_loss", "dev_mean_macro_f1")
 
 
@@ -116,6 +123,22 @@ def encode_sentences(
         sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
         out.append(Encoded(list(ids), types, sentence_mask))
     return out
+
+
+def sentence_truncated(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], encoded: Sequence[Encoded], max_length: int
+) -> np.ndarray:
+    """Which sentences lost some of their OWN tokens to `max_length` (cut context does not count).
+
+    Only inputs that reached `max_length` can have been cut; just those sentences are tokenised again.
+    """
+    full = [i for i, e in enumerate(encoded) if len(e.input_ids) >= max_length]
+    truncated = np.zeros(len(encoded), dtype=bool)
+    if full:
+        own = tokenizer([sentences[i].text for i in full], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(full, own, strict=True):
+            truncated[i] = len(ids) > sum(encoded[i].sentence_mask)
+    return truncated
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -211,15 +234,29 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
 # --- the model ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _InferenceSettings:
+    """What `configure_inference` chose; `disagreement` is filled by the first checked prediction."""
+
+    precision: str = "float32"
+    network: nn.Module | None = None  # the lower-precision network to run; None: the float32 one
+    max_tokens_per_batch: int | None = None
+    check_sentences: int = 256
+    max_disagreement: float = 0.02
+    disagreement: float | None = None
+
+
 class BertTwoHeadModel:
     """The SentenceModel for BERT: `fit` fine-tunes backbone and both heads; `save`/`load` an HF folder."""
 
     kind = "bert"
+    precisions: tuple[str, ...] = ("float32", *LOWER_PRECISIONS)
 
     def __init__(self, spec: BertSpec | None = None) -> None:
         self.spec = spec or BertSpec()
         self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
         self.history_: list[dict[str, float]] = []
+        self._inference = _InferenceSettings()
 
     @classmethod
     def from_spec(cls, spec: BertSpec) -> BertTwoHeadModel:
@@ -290,7 +327,8 @@ class BertTwoHeadModel:
         self,
         train: Sequence[LabelledSentence],
         dev: Sequence[LabelledSentence] | None = None,
-        on_epoch: EpochCallback | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),
     ) -> Self:
         """Fine-tune; with `dev`, keep the epoch with the best mean macro-F1, stop after `patience` worse."""
         if not train:
@@ -301,6 +339,7 @@ class BertTwoHeadModel:
         np.random.seed(spec.seed)
         torch.manual_seed(spec.seed)
         self._build(spec.backbone)
+        self.configure_inference()
         network = self.network_
         device = self.device
 
@@ -361,8 +400,8 @@ class BertTwoHeadModel:
                 else:
                     stale += 1
             self.history_.append({"epoch": float(epoch), **metrics})
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
+            for callback in callbacks:
+                callback(epoch, metrics)
             progress.set_postfix({k: round(v, 3) for k, v in metrics.items() if k in _SHOWN_METRICS})
             if dev and stale >= spec.early_stopping_patience:
                 break
@@ -394,32 +433,94 @@ class BertTwoHeadModel:
     def _pad_id(self) -> int:
         return int(self.tokenizer_.pad_token_id)
 
+    # inference
+
+    def configure_inference(
+        self,
+        precision: str = "float32",
+        threads: int | None = None,
+        *,
+        max_tokens_per_batch: int | None = None,
+        check_sentences: int = 256,
+        max_disagreement: float = 0.02,
+    ) -> None:
+        """How `predict_proba` runs: precision, CPU threads, padded tokens per batch.
+
+        A lower precision is accepted only after a check: on the first `check_sentences` sentences of the first
+        prediction, the share whose labels (commitment, or any strategy label) differ from float32 must be at
+        most `max_disagreement`, else `QuantizationOutOfTolerance`. bf16 on a CPU without native bf16 runs in
+        float32 (`inference_report` says which ran). The float32 network is kept: saving and reconfiguring work.
+        """
+        if precision not in self.precisions:
+            raise ValueError(f"bert model: unknown precision {precision!r}; choose one of {list(self.precisions)}")
+        set_threads(threads)
+        lower = None
+        if precision != "float32":
+            self._check_ready()
+            lower = LOWER_PRECISIONS[precision](self.network_, self.device)
+        self._inference = _InferenceSettings(
+            precision=precision if lower is not None else "float32",
+            network=lower,
+            max_tokens_per_batch=max_tokens_per_batch,
+            check_sentences=check_sentences,
+            max_disagreement=max_disagreement,
+        )
+
+    def inference_report(self) -> InferenceReport:
+        return InferenceReport(self._inference.precision, self._inference.disagreement)
+
     def predict_proba(
         self, sentences: Sequence[SentenceText], max_tokens_per_batch: int | None = None
     ) -> HeadProbabilities:
-        """Probabilities for both heads; batches are length-sorted and capped by padded tokens."""
+        """Probabilities for both heads, and which sentences were cut; batches are length-sorted, token-capped."""
         self._check_ready()
-        n = len(sentences)
+        settings = self._inference
+        budget = max_tokens_per_batch or settings.max_tokens_per_batch or self.spec.max_tokens_per_batch
+        encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_) if sentences else []
+        network = settings.network if settings.network is not None else self.network_
+        strategy, commitment = self._run(network, encoded, budget)
+        probabilities = HeadProbabilities(
+            strategy=strategy,
+            commitment=commitment,
+            strategy_thresholds=self.strategy_thresholds_.copy(),
+            truncated=sentence_truncated(self.tokenizer_, sentences, encoded, self.max_length_),
+        )
+        if settings.network is not None and settings.disagreement is None and encoded:
+            self._check_precision(probabilities, encoded, budget)
+        return probabilities
+
+    def _check_precision(self, lower: HeadProbabilities, encoded: Sequence[Encoded], budget: int) -> None:
+        settings = self._inference
+        k = min(len(encoded), settings.check_sentences)
+        strategy, commitment = self._run(self.network_, encoded[:k], budget)
+        reference = HeadProbabilities(strategy, commitment, lower.strategy_thresholds)
+        disagreement = label_disagreement(reference, lower.rows(slice(0, k)))
+        if disagreement > settings.max_disagreement:
+            raise QuantizationOutOfTolerance(
+                f"precision {settings.precision}: its labels differ from float32 on {disagreement:.1%} of {k} "
+                f"sentences (at most {settings.max_disagreement:.1%} allowed)"
+            )
+        settings.disagreement = disagreement
+
+    def _run(self, network: nn.Module, encoded: Sequence[Encoded], budget: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(encoded)
         strategy = np.zeros((n, len(STRATEGY_LABELS)), dtype=np.float64)
         commitment = np.zeros((n, len(COMMITMENT_LABELS)), dtype=np.float64)
-        if n:
-            encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_)
-            budget = max_tokens_per_batch or self.spec.max_tokens_per_batch
-            batches = token_budget_batches([len(e.input_ids) for e in encoded], budget)
-            network, device, amp = self.network_, self.device, self._autocast_dtype()
-            was_training = network.training
-            network.eval()
-            with torch.inference_mode():
-                for rows in batches:
-                    batch = {k: t.to(device) for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        logits_c, logits_s = network(batch)
-                    commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
-                    strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
-            network.train(was_training)
-        return HeadProbabilities(
-            strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
-        )
+        if not n:
+            return strategy, commitment
+        batches = token_budget_batches([len(e.input_ids) for e in encoded], budget)
+        device, amp = self.device, self._autocast_dtype()
+        was_training = network.training
+        network.eval()
+        with torch.inference_mode():
+            for rows in batches:
+                batch = {k: t.to(device) for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits_c, logits_s = network(batch)
+                commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
+                strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
+        network.train(was_training)
+        return strategy, commitment
 
     def save(self, path: Path) -> None:
         """An HF-style folder: encoder/ (safetensors + tokenizer), heads.safetensors, model.json."""

@@ -7,8 +7,7 @@ the mix a model kind lets `pipeline run`, the registry, batch labelling and retr
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -16,7 +15,15 @@ import numpy as np
 
 from pipeline.config import EnsembleSpec
 from pipeline.labelled_data import in_document_order, sentence_texts
-from pipeline.models.base import SentenceModel, load_model, read_model_json, write_model_json
+from pipeline.models.base import (
+    EpochCallback,
+    InferenceReport,
+    SentenceModel,
+    build_model,
+    load_model,
+    read_model_json,
+    write_model_json,
+)
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -26,26 +33,25 @@ from pipeline.schema import (
     strategy_matrix,
 )
 
-EpochCallback = Callable[[int, Mapping[str, float]], None]
-
-
-def _takes_on_epoch(model: SentenceModel) -> bool:
-    return "on_epoch" in inspect.signature(model.fit).parameters
-
 
 def mix_probabilities(
     member_probabilities: Sequence[HeadProbabilities], weights: np.ndarray, strategy_thresholds: np.ndarray
 ) -> HeadProbabilities:
-    """The weighted sum of members' probabilities (weights already normalised), with the given thresholds."""
+    """The weighted sum of members' probabilities (weights already normalised), with the given thresholds.
+
+    A sentence is truncated when any member read it only in part.
+    """
     if len(member_probabilities) != len(weights):
         raise ValueError(f"mix_probabilities: {len(weights)} weight(s) for {len(member_probabilities)} output(s)")
     n = len(member_probabilities[0].commitment) if member_probabilities else 0
     strategy = np.zeros((n, len(STRATEGY_LABELS)))
     commitment = np.zeros((n, len(COMMITMENT_LABELS)))
+    truncated = np.zeros(n, dtype=bool)
     for weight, probabilities in zip(weights, member_probabilities, strict=True):
         strategy += weight * probabilities.strategy
         commitment += weight * probabilities.commitment
-    return HeadProbabilities(strategy=strategy, commitment=commitment, strategy_thresholds=strategy_thresholds.copy())
+        truncated |= probabilities.truncated
+    return HeadProbabilities(strategy, commitment, strategy_thresholds.copy(), truncated)
 
 
 class EnsembleModel:
@@ -71,8 +77,6 @@ class EnsembleModel:
 
     @classmethod
     def from_spec(cls, spec: EnsembleSpec) -> EnsembleModel:
-        from pipeline.models.factory import build_model
-
         return cls([build_model(m) for m in spec.members], spec.weights, spec.tune_thresholds)
 
     # the protocol
@@ -81,17 +85,17 @@ class EnsembleModel:
         self,
         train: Sequence[LabelledSentence],
         dev: Sequence[LabelledSentence] | None = None,
-        on_epoch: EpochCallback | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),
     ) -> Self:
-        """Fit every member (each uses dev as its own spec says), then tune the mix's strategy thresholds."""
+        """Fit every member (each uses dev as its own spec says), then tune the mix's strategy thresholds.
+
+        Members that train in epochs report to `callbacks` under `member<i>.`-prefixed metric names.
+        """
         if not train:
             raise ValueError("EnsembleModel.fit: no training sentences")
-        reporters = [i for i, m in enumerate(self.members) if _takes_on_epoch(m)]
         for i, member in enumerate(self.members):
-            if on_epoch is not None and i in reporters:
-                member.fit(train, dev, on_epoch=self._member_callback(on_epoch, i, len(reporters)))  # type: ignore[call-arg]
-            else:
-                member.fit(train, dev)
+            member.fit(train, dev, callbacks=[_prefixed(callback, f"member{i}.") for callback in callbacks])
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if dev and self.tune_thresholds:
             from pipeline.evaluate import tune_thresholds
@@ -101,12 +105,6 @@ class EnsembleModel:
             gold = strategy_matrix([s.strategy for s in ordered])
             self.strategy_thresholds_ = tune_thresholds(probabilities.strategy, gold)
         return self
-
-    def _member_callback(self, on_epoch: EpochCallback, index: int, reporters: int) -> EpochCallback:
-        """One reporting member logs under its own metric names; several get `member<i>.` prefixes."""
-        if reporters == 1:
-            return on_epoch
-        return lambda epoch, metrics: on_epoch(epoch, {f"member{index}.{k}": v for k, v in metrics.items()})
 
     def _mean_member_thresholds(self) -> np.ndarray:
         thresholds = [
@@ -123,18 +121,33 @@ class EnsembleModel:
         if not hasattr(self, "strategy_thresholds_"):
             raise RuntimeError("EnsembleModel is not fitted: call fit() or load() first")
 
-    def mix(self, member_probabilities: Sequence[HeadProbabilities]) -> HeadProbabilities:
-        """The ensemble's output from its members' outputs (in member order) for the same sentences.
-
-        `predict_proba` is `mix(member_probabilities(...))`; batch labelling calls it with each member's
-        output from its own predictor (the BERT fast path for BERT members).
-        """
-        self._check_fitted()
-        return mix_probabilities(member_probabilities, self.weights, self.strategy_thresholds_)
-
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
+        """The members' probabilities mixed with the ensemble's weights (and its own thresholds)."""
         self._check_fitted()
-        return self.mix(self.member_probabilities(sentences))
+        return mix_probabilities(self.member_probabilities(sentences), self.weights, self.strategy_thresholds_)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Every precision some member can run in."""
+        return tuple(dict.fromkeys(p for member in self.members for p in member.precisions))
+
+    def configure_inference(self, precision: str = "float32", threads: int | None = None, **options: Any) -> None:
+        """Forward to every member; a lower precision goes to the members that have it, float32 to the rest."""
+        if precision not in self.precisions:
+            raise ValueError(
+                f"ensemble model: precision {precision!r} is not available to any member "
+                f"(members run in {list(self.precisions)})"
+            )
+        for member in self.members:
+            chosen = precision if precision in member.precisions else "float32"
+            member.configure_inference(chosen, threads, **options)
+
+    def inference_report(self) -> InferenceReport:
+        """The lower precision a member runs in (if any), and the largest disagreement measured."""
+        reports = [member.inference_report() for member in self.members]
+        lower = [r.precision for r in reports if r.precision != "float32"]
+        measured = [r.disagreement for r in reports if r.disagreement is not None]
+        return InferenceReport(lower[0] if lower else "float32", max(measured) if measured else None)
 
     def save(self, path: Path) -> None:
         """model.json (weights, thresholds, member folders) and one subfolder per member."""
@@ -161,3 +174,7 @@ class EnsembleModel:
         model = cls(members, card["weights"], bool(card.get("tune_thresholds", True)))
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
         return model
+
+
+def _prefixed(callback: EpochCallback, prefix: str) -> EpochCallback:
+    return lambda epoch, metrics: callback(epoch, {f"{prefix}{k}": v for k, v in metrics.items()})
