@@ -191,7 +191,7 @@ def test_invalid_labelled_data_is_refused_with_line_numbers(tmp_path: Path) -> N
 
 
 def test_every_subcommand_has_help(tmp_path: Path) -> None:
-    for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run"):
+    for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run", "serve"):
         result = cli(tmp_path, command, "--help")
         assert result.returncode == 0 and "--config" in result.stdout, command
 
