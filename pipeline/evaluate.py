@@ -46,6 +46,7 @@ from pipeline.schema import (
     HeadProbabilities,
     LabelledSentence,
     commitment_indices,
+    decide,
     strategy_matrix,
 )
 
@@ -339,8 +340,9 @@ def _gold_arrays(gold: Sequence[LabelledSentence]) -> tuple[np.ndarray, np.ndarr
 
 
 def _decisions(probs: HeadProbabilities) -> tuple[np.ndarray, np.ndarray]:
-    """Commitment: the most probable type; strategy: each label at or above its threshold."""
-    return probs.commitment.argmax(axis=1), (probs.strategy >= probs.strategy_thresholds[None, :]).astype(np.int64)
+    """Commitment class indices and the strategy multi-hot matrix, by the one decision rule (`schema.decide`)."""
+    decisions = decide(probs)
+    return decisions.commitment, decisions.strategy.astype(np.int64)
 
 
 def with_threshold_rule(gold: Sequence[LabelledSentence], probs: HeadProbabilities, rule: str) -> HeadProbabilities:

@@ -21,35 +21,43 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipeline.config import LabelConfig, SegmentConfig
-from pipeline.io.rejects import Reject
-from pipeline.io.screening import DUPLICATE_ID, screen_document
-from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel, load_model
-from pipeline.schema import (
-    COMMITMENT_LABELS,
-    STRATEGY_LABELS,
-    Document,
-    HeadProbabilities,
-    Sentence,
-    SentenceText,
-    with_context,
+from pipeline.io.digest import folder_digest
+from pipeline.labelling import (
+    REJECTED,
+    SENTENCE_SCHEMA,
+    SUMMARY_SCHEMA,
+    WARNING,
+    LabelledBatch,
+    ModelInfo,
+    label_batch,
+    reader_reject,
+    sentence_predictor,
 )
+from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel, load_model
+from pipeline.schema import Document, Sentence
+
+__all__ = [
+    "REJECTED",
+    "WARNING",
+    "LabelResult",
+    "LabelRunMismatch",
+    "ModelInfo",
+    "QuantizationOutOfTolerance",
+    "label_documents",
+    "resolve_model",
+]
 
 OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
-REJECTED = "rejected"  # the document is not in the output
-WARNING = "warning"  # the document is in the output, but not all of it was read (truncation)
-NOTE = "note"  # nothing lost, e.g. blank lines skipped in a JSONL input
-STAGE = "label"  # the `source` of rejects this stage decides
 EXIT_ALL_LABELLED = 0
 EXIT_SOME_REJECTED = 3
 _MANIFEST = "manifest.json"
@@ -57,15 +65,6 @@ _CHUNK_CARD = "chunk.json"
 _FORMAT_VERSION = 1
 
 # --- results and identities ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Which model labelled the rows: written into every row and into the resume manifest."""
-
-    name: str
-    version: str
-    uri: str
 
 
 @dataclass(frozen=True)
@@ -117,263 +116,6 @@ class LabelPaths:
         )
 
 
-# --- output tables --------------------------------------------------------------------------------------
-
-
-def _p(label: str) -> str:
-    """Probability column name; the same `p_<label>` convention as the registered pyfunc's output."""
-    return f"p_{label}"
-
-
-SENTENCE_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("index", pa.int64()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("role", pa.string()),
-        ("text", pa.string()),
-        ("strategy", pa.string()),  # ";"-joined labels, as in the pyfunc output
-        *[(_p(label), pa.float64()) for label in STRATEGY_LABELS],
-        ("commitment", pa.string()),
-        *[(_p(label), pa.float64()) for label in COMMITMENT_LABELS],
-        ("truncated", pa.bool_()),  # the model read only the first max_length tokens of the sentence
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-    ]
-)
-
-SUMMARY_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("title", pa.string()),
-        ("date", pa.string()),
-        ("sentences", pa.int64()),
-        *[(f"strategy_{label}", pa.int64()) for label in STRATEGY_LABELS],
-        ("strategy_none", pa.int64()),  # sentences with no strategy dimension
-        *[(f"commitment_{label}", pa.int64()) for label in COMMITMENT_LABELS],
-        ("truncated", pa.bool_()),  # the document was over label.max_chars and cut
-        ("truncated_sentences", pa.int64()),
-        ("metadata", pa.string()),  # the document's metadata as a JSON object (keys sorted)
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-    ]
-)
-
-
-@dataclass
-class _ChunkTables:
-    sentences: pa.Table
-    summary: pa.Table
-    rejects: list[dict[str, Any]]
-    documents: int
-    labelled: int
-    rejected: int
-    warnings: int
-
-
-def _reject(item_id: str, reason: str, severity: str = REJECTED, source: str = STAGE) -> dict[str, Any]:
-    """A row of the rejects file: a reader's `Reject` fields plus whether the document is in the output."""
-    return {"id": item_id, "source": source, "reason": reason, "severity": severity}
-
-
-def _reader_reject(item: object) -> dict[str, Any]:
-    """A reader's `Reject`, or a row for anything else that is not a Document."""
-    if isinstance(item, Reject):
-        return _reject(item.id, item.reason, REJECTED if item.severity == "rejected" else item.severity, item.source)
-    return _reject("", f"not a document: got {type(item).__name__}")
-
-
-def forced_split_warning(indexes: list[int], segment_cfg: SegmentConfig) -> str:
-    """The warning for a document labelled with some sentences cut by force at the length limit."""
-    return (
-        f"{len(indexes)} sentence piece(s) cut by force at segment.max_sentence_chars="
-        f"{segment_cfg.max_sentence_chars:,} (no punctuation or line break; flagged truncated; sentence indexes "
-        f"{indexes})"
-    )
-
-
-# --- predicting ---------------------------------------------------------------------------------------
-
-# label.quantize -> the model's precision
-_PRECISION = {"none": "float32", "dynamic-int8": "int8", "bf16": "bf16"}
-
-Predictor = Callable[[Sequence[SentenceText]], HeadProbabilities]
-
-
-def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
-    """Configure the model's inference as `cfg` says and return its `predict_proba`, errors named by config key."""
-    try:
-        model.configure_inference(
-            _PRECISION[cfg.quantize],
-            cfg.threads,
-            max_tokens_per_batch=cfg.max_tokens_per_batch,
-            check_sentences=cfg.quantize_check_sentences,
-            max_disagreement=cfg.quantize_max_disagreement,
-        )
-    except ValueError as exc:
-        raise ValueError(f"label.quantize={cfg.quantize}: {exc} (set label.quantize=none)") from None
-
-    def predict(sentences: Sequence[SentenceText]) -> HeadProbabilities:
-        try:
-            return model.predict_proba(sentences)
-        except QuantizationOutOfTolerance as exc:
-            raise QuantizationOutOfTolerance(
-                f"label.quantize={cfg.quantize}: {exc} (label.quantize_max_disagreement); set label.quantize=none"
-            ) from None
-
-    return predict
-
-
-def label_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> HeadProbabilities:
-    """Run the model once per distinct sentence (headings, datelines and signatures repeat across answers)."""
-    index: dict[SentenceText, int] = {}
-    inverse = np.fromiter((index.setdefault(s, len(index)) for s in sentences), dtype=np.int64, count=len(sentences))
-    return predict(list(index)).rows(inverse)
-
-
-# --- one chunk ------------------------------------------------------------------------------------------
-
-
-def _label_chunk(
-    items: Sequence[object],
-    predict: Predictor,
-    info: ModelInfo,
-    cfg: LabelConfig,
-    segment_cfg: SegmentConfig,
-    seen_ids: set[str],
-) -> _ChunkTables:
-    from pipeline.segment import EmptyDocumentError, segment
-    from pipeline.segment.stage import no_sentence_boundaries
-
-    rejects: list[dict[str, Any]] = []
-    documents: list[tuple[Document, list[Sentence], bool]] = []
-    for item in items:
-        if not isinstance(item, Document):
-            rejects.append(_reader_reject(item))
-            continue
-        # the same screening as ingest, so a document gets the same verdict and reason from either
-        problem = screen_document(item, max_chars=None)
-        if problem is None and item.id in seen_ids:
-            problem = DUPLICATE_ID
-        if problem is not None:
-            rejects.append(_reject(item.id, problem))
-            continue
-        seen_ids.add(item.id)
-        cut = len(item.text) > cfg.max_chars
-        document = item.model_copy(update={"text": item.text[: cfg.max_chars]}) if cut else item
-        try:
-            segmented = segment(document, segment_cfg)
-        except EmptyDocumentError:
-            rejects.append(_reject(item.id, "empty: no text left after cleaning"))
-            continue
-        except Exception as exc:  # one bad document must not end a long run; it is listed, not lost
-            rejects.append(_reject(item.id, f"segmentation failed: {type(exc).__name__}: {exc}"))
-            continue
-        sentences = segmented.sentences
-        if not sentences:
-            rejects.append(_reject(item.id, "no sentences: nothing left to label after cleaning"))
-            continue
-        unusable = no_sentence_boundaries(segmented, segment_cfg)
-        if unusable is not None:
-            rejects.append(_reject(item.id, unusable))
-            continue
-        if cut:
-            rejects.append(
-                _reject(
-                    item.id,
-                    f"over the length limit: {len(item.text)} characters > label.max_chars={cfg.max_chars}; "
-                    f"only the first {cfg.max_chars} characters were labelled",
-                    WARNING,
-                )
-            )
-        if segmented.forced_splits:
-            rejects.append(
-                _reject(item.id, forced_split_warning(sorted(segmented.forced_splits), segment_cfg), WARNING)
-            )
-        documents.append((segmented, cut))  # the document with the answer's metadata, if any
-
-    flat = [s for segmented, _ in documents for s in segmented.sentences]
-    inputs = with_context((s.doc_id, s.text) for s in flat)
-    if flat:
-        probs = label_unique(predict, inputs)
-    else:
-        probs = HeadProbabilities(np.zeros((0, len(STRATEGY_LABELS))), np.zeros((0, len(COMMITMENT_LABELS))))
-    truncated = probs.truncated
-    forced = np.fromiter(
-        (s.index in segmented.forced_splits for segmented, _ in documents for s in segmented.sentences),
-        dtype=bool,
-        count=len(flat),
-    )
-    strategy_hits = probs.strategy >= probs.strategy_thresholds[None, :]
-    commitment_index = probs.commitment.argmax(axis=1) if flat else np.zeros(0, dtype=np.int64)
-
-    columns: dict[str, Any] = {
-        "doc_id": [s.doc_id for s in flat],
-        "index": [s.index for s in flat],
-        "start": [s.start for s in flat],
-        "end": [s.end for s in flat],
-        "role": [s.role for s in flat],
-        "text": [s.text for s in flat],
-        "strategy": [
-            ";".join(label for label, hit in zip(STRATEGY_LABELS, row, strict=True) if hit) for row in strategy_hits
-        ],
-        **{_p(label): probs.strategy[:, j] for j, label in enumerate(STRATEGY_LABELS)},
-        "commitment": [COMMITMENT_LABELS[j] for j in commitment_index],
-        **{_p(label): probs.commitment[:, j] for j, label in enumerate(COMMITMENT_LABELS)},
-        "truncated": truncated | forced,
-        "model_name": [info.name] * len(flat),
-        "model_version": [info.version] * len(flat),
-    }
-    sentence_table = pa.Table.from_pydict(columns, schema=SENTENCE_SCHEMA)
-
-    summary_rows: list[dict[str, Any]] = []
-    warnings = len({r["id"] for r in rejects if r["severity"] == WARNING})
-    offset = 0
-    for segmented, cut in documents:
-        document, sentences = segmented.document, segmented.sentences
-        rows = slice(offset, offset + len(sentences))
-        offset += len(sentences)
-        hits, kinds, cut_rows = strategy_hits[rows], commitment_index[rows], truncated[rows]
-        if cut_rows.any():
-            indexes = [s.index for s, flag in zip(sentences, cut_rows, strict=True) if flag]
-            if not (cut or segmented.forced_splits):
-                warnings += 1
-            rejects.append(
-                _reject(
-                    document.id,
-                    f"{len(indexes)} sentence(s) over the model's token limit were truncated "
-                    f"(sentence indexes {indexes})",
-                    WARNING,
-                )
-            )
-        summary_rows.append(
-            {
-                "doc_id": document.id,
-                "title": document.title,
-                "date": document.date,
-                "sentences": len(sentences),
-                **{f"strategy_{label}": int(hits[:, j].sum()) for j, label in enumerate(STRATEGY_LABELS)},
-                "strategy_none": int((~hits.any(axis=1)).sum()),
-                **{f"commitment_{c}": int((kinds == j).sum()) for j, c in enumerate(COMMITMENT_LABELS)},
-                "truncated": cut,
-                "truncated_sentences": int((cut_rows | forced[rows]).sum()),
-                "metadata": json.dumps(document.metadata, ensure_ascii=False, sort_keys=True, default=str),
-                "model_name": info.name,
-                "model_version": info.version,
-            }
-        )
-    return _ChunkTables(
-        sentences=sentence_table,
-        summary=pa.Table.from_pylist(summary_rows, schema=SUMMARY_SCHEMA),
-        rejects=rejects,
-        documents=sum(1 for item in items if not (isinstance(item, Reject) and item.severity == NOTE)),
-        labelled=len(documents),
-        rejected=sum(1 for r in rejects if r["severity"] == REJECTED),
-        warnings=warnings,
-    )
-
-
 # --- the resumable run ----------------------------------------------------------------------------------
 
 
@@ -395,7 +137,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _item_digest(item: object) -> str:
-    payload = item.model_dump_json() if isinstance(item, Document) else json.dumps(_reader_reject(item), sort_keys=True)
+    payload = item.model_dump_json() if isinstance(item, Document) else json.dumps(reader_reject(item), sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -440,7 +182,7 @@ def _chunk_dir(partial: Path, k: int) -> Path:
     return partial / f"chunk-{k:06d}"
 
 
-def _commit_chunk(partial: Path, k: int, tables: _ChunkTables, digest: str) -> dict[str, Any]:
+def _commit_chunk(partial: Path, k: int, tables: LabelledBatch, digest: str) -> dict[str, Any]:
     """Write one chunk to a temporary folder and rename it into place: a chunk is whole or absent."""
     tmp = partial / f".chunk-{k:06d}.tmp"
     tmp.mkdir()
@@ -462,6 +204,37 @@ def _commit_chunk(partial: Path, k: int, tables: _ChunkTables, digest: str) -> d
             os.fsync(handle.fileno())
     os.rename(tmp, _chunk_dir(partial, k))
     return card
+
+
+class _SentenceGroups:
+    """Already cut sentences, handed out by document id, chunk by chunk, as a stream in document order."""
+
+    def __init__(self, sentences: Iterable[Sentence] | None) -> None:
+        self._groups = self._documents(sentences or ())
+        self._next: tuple[str, list[Sentence]] | None = next(self._groups, None)
+        self.enabled = sentences is not None
+
+    @staticmethod
+    def _documents(sentences: Iterable[Sentence]) -> Iterator[tuple[str, list[Sentence]]]:
+        """(doc_id, sentences) per document; a new document starts at a new id or at sentence index 0."""
+        group: list[Sentence] = []
+        for sentence in sentences:
+            if group and (sentence.doc_id != group[0].doc_id or sentence.index == 0):
+                yield group[0].doc_id, group
+                group = []
+            group.append(sentence)
+        if group:
+            yield group[0].doc_id, group
+
+    def take(self, ids: set[str]) -> dict[str, list[Sentence]] | None:
+        """The sentences of the documents `ids` that come next in the stream; the rest are segmented anew."""
+        if not self.enabled:
+            return None
+        found: dict[str, list[Sentence]] = {}
+        while self._next is not None and self._next[0] in ids:
+            found.setdefault(*self._next)  # a repeated id is rejected later; keep the first
+            self._next = next(self._groups, None)
+        return found
 
 
 def _chunks(documents: Iterable[object], size: int) -> Iterator[list[object]]:
@@ -503,11 +276,14 @@ def label_documents(
     *,
     total_documents: int | None = None,
     show_progress: bool = True,
+    sentences: Iterable[Sentence] | None = None,
 ) -> LabelResult:
     """Label every document (and list every reject) into `cfg.output`, its summary and its rejects file.
 
     `documents` may hold readers' `Reject` items; they go straight to the rejects file. `total_documents` is
     for the progress bar's ETA only (default: the length of `documents`, or a count of `cfg.input`).
+    `sentences`, when given, are these documents' sentences as the segment stage cut them with `segment_cfg`
+    (in document order): they are labelled as they are instead of segmenting each document again.
     Rerun with the same arguments after an interruption to resume. Raises `LabelRunMismatch` when a partial
     run with other arguments is on disk, and `QuantizationOutOfTolerance` when int8 is asked for but changes
     too many labels.
@@ -524,6 +300,7 @@ def label_documents(
 
     totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}
     seen_ids: set[str] = set()
+    segmented = _SentenceGroups(sentences)
     resumed = 0
     n_chunks = 0
     with _progress(show_progress) as progress:
@@ -545,7 +322,16 @@ def label_documents(
                 resumed += 1
             else:
                 started = progress.get_time()
-                tables = _label_chunk(items, predict, model_info, cfg, segment_cfg, seen_ids)
+                ids = {item.id for item in items if isinstance(item, Document)}
+                tables = label_batch(
+                    items,
+                    predict,
+                    model_info,
+                    segment_cfg,
+                    max_chars=cfg.max_chars,
+                    seen_ids=seen_ids,
+                    segmented=segmented.take(ids),
+                )
                 card = _commit_chunk(partial, k, tables, digest)
                 labelled_sentences += card["sentences"]
                 labelling_seconds += progress.get_time() - started
@@ -630,17 +416,6 @@ def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) ->
 # --- finding the model ----------------------------------------------------------------------------------
 
 
-def _folder_digest(path: Path) -> str:
-    """A content digest of a model folder: its version when it is not in the registry."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[SentenceModel, ModelInfo]:
     """Load a model from a folder, `runs:/<run_id>/<name>`, `models:/<name>@<alias>` or `models:/<name>/<n>`.
 
@@ -662,7 +437,7 @@ def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[S
     folder = Path(uri_or_path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"label.model {uri_or_path!r}: no such model folder, and not a models:/ or runs:/ URI")
-    info = ModelInfo(name=folder.resolve().name, version=_folder_digest(folder), uri=uri_or_path)
+    info = ModelInfo(name=folder.resolve().name, version=folder_digest(folder), uri=uri_or_path)
     return load_model(folder), info
 
 

@@ -11,23 +11,25 @@ Input (a pandas DataFrame, one of):
 - sentences: columns `doc_id`, `text` (neighbours within a `doc_id` give context models their context);
 - sentences: column `text` alone (each sentence on its own).
 
-Output: one row per sentence with `doc_id, index, start, end, role, text, strategy` (`;`-joined labels),
-`p_<strategy label>` for each strategy label, `commitment`, `p_<commitment label>` for each commitment label.
-For documents, `start`/`end` are offsets into the cleaned document text (`pipeline.segment.clean_text`) and
-an empty document yields no rows; for sentences they span the sentence itself (0, len(text)), role `body`.
+Output: the labelled-sentence row of batch labelling (`pipeline.schema.LABELLED_ROW`: offsets, role, text,
+labels, both heads' probabilities, `truncated`, `model_name`, `model_version`), from the same labelling
+function (`pipeline.labelling`). For documents, `start`/`end` are offsets into the cleaned document text
+(`pipeline.segment.clean_text`); a document with nothing to label has no rows and is logged as a warning and
+listed in the output frame's `attrs["rejects"]` (`SentenceLabellerPyfunc.label` returns rows and rejects).
+For sentences, `start`/`end` span the sentence itself (0, len(text)), role `body`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -36,22 +38,32 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 from pipeline import model_kinds as registry
-from pipeline.config import SegmentConfig
+from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.io.digest import folder_digest
+from pipeline.labelling import (
+    SUMMARY_SCHEMA,
+    LabelledBatch,
+    ModelInfo,
+    Predictor,
+    label_batch,
+    label_sentences,
+    sentence_predictor,
+)
 from pipeline.schema import (
     COMMITMENT_LABELS,
-    COMMITMENT_PROBABILITY_COLUMNS,
+    LABELLED_ROW,
+    LABELLED_ROW_COLUMNS,
     STRATEGY_LABELS,
-    STRATEGY_PROBABILITY_COLUMNS,
     Document,
-    SentenceText,
-    with_context,
+    Sentence,
 )
 
 if TYPE_CHECKING:
-    from mlflow.models.model import ModelInfo
+    from mlflow.models.model import ModelInfo as LoggedModelInfo
 
     from pipeline.models.base import SentenceModel
 
+log = logging.getLogger(__name__)
 MODEL_ARTIFACT = "sentence_model"
 SEGMENTER_ARTIFACT = "segmenter"
 LABELS_ARTIFACT = "label_schema"
@@ -69,22 +81,15 @@ INPUT_EXAMPLE = pd.DataFrame(
 )
 
 
-def strategy_columns() -> list[str]:
-    return list(STRATEGY_PROBABILITY_COLUMNS)
-
-
-def commitment_columns() -> list[str]:
-    return list(COMMITMENT_PROBABILITY_COLUMNS)
-
-
 def output_columns() -> list[str]:
-    return [
-        "doc_id", "index", "start", "end", "role", "text",
-        "strategy", *strategy_columns(), "commitment", *commitment_columns(),
-    ]  # fmt: skip
+    return list(LABELLED_ROW_COLUMNS)
+
+
+_MLFLOW_TYPES = {str: "string", int: "long", float: "double", bool: "boolean"}
 
 
 def signature() -> ModelSignature:
+    """Documents or sentences in; the labelled-sentence row (`pipeline.schema.LABELLED_ROW`) out."""
     inputs = Schema(
         [
             ColSpec("string", "id", required=False),
@@ -92,20 +97,7 @@ def signature() -> ModelSignature:
             ColSpec("string", "text"),
         ]
     )
-    outputs = Schema(
-        [
-            ColSpec("string", "doc_id"),
-            ColSpec("long", "index"),
-            ColSpec("long", "start"),
-            ColSpec("long", "end"),
-            ColSpec("string", "role"),
-            ColSpec("string", "text"),
-            ColSpec("string", "strategy"),
-            *[ColSpec("double", c) for c in strategy_columns()],
-            ColSpec("string", "commitment"),
-            *[ColSpec("double", c) for c in commitment_columns()],
-        ]
-    )
+    outputs = Schema([ColSpec(_MLFLOW_TYPES[kind], name) for name, kind in LABELLED_ROW])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -120,12 +112,13 @@ class BadModelInput(MlflowException, ValueError):
 class SentenceLabellerPyfunc(PythonModel):
     """Segments (if given documents), runs the bundled `SentenceModel`, and returns one row per sentence.
 
-    After `load_context`, `sentence_model` and `segment_config` are available to in-process callers
-    (`mlflow.pyfunc.load_model(uri).unwrap_python_model()`), e.g. for batched labelling.
+    After `load_context`, `sentence_model`, `segment_config` and `model_info` are available to in-process
+    callers (`mlflow.pyfunc.load_model(uri).unwrap_python_model()`), and `label` returns the rejects too.
     """
 
     sentence_model: SentenceModel
     segment_config: SegmentConfig
+    model_info: ModelInfo
 
     def load_context(self, context: PythonModelContext) -> None:
         from pipeline.models.base import load_model
@@ -140,6 +133,16 @@ class SentenceLabellerPyfunc(PythonModel):
         segmenter = json.loads(Path(context.artifacts[SEGMENTER_ARTIFACT]).read_text(encoding="utf-8"))
         self.segment_config = SegmentConfig.model_validate(segmenter)
         self.sentence_model = load_model(Path(context.artifacts[MODEL_ARTIFACT]))
+        self.model_info = ModelInfo(
+            name=str(schema.get("model_name", MODEL_ARTIFACT)),
+            version=str(schema.get("model_version", "")),
+            uri=str(context.artifacts[MODEL_ARTIFACT]),
+        )
+
+    def label(self, model_input: pd.DataFrame) -> LabelledBatch:
+        """Rows and rejects: `predict` returns the rows; here the rejects come with them."""
+        predict = sentence_predictor(self.sentence_model, LabelConfig())
+        return label_frame(model_input, predict, self.model_info, self.segment_config)
 
     def predict(
         self,
@@ -147,96 +150,60 @@ class SentenceLabellerPyfunc(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
+        """The labelled rows; a document with nothing to label is logged as a warning and listed, with its
+        reason, in the frame's `attrs["rejects"]`."""
         try:
-            rows = sentence_rows(model_input, self.segment_config)
+            frame = check_input(model_input)
         except ValueError as exc:
             raise BadModelInput(str(exc)) from exc
-        return label_rows(self.sentence_model, rows)
+        batch = self.label(frame)
+        out = batch.sentences.to_pandas()
+        if batch.rejects:
+            for reject in batch.rejects:
+                log.warning("document %r: %s (%s)", reject["id"], reject["reason"], reject["severity"])
+        out.attrs["rejects"] = batch.rejects
+        return out
 
 
-def sentence_rows(frame: pd.DataFrame, segment_cfg: SegmentConfig) -> pd.DataFrame:
-    """Documents or sentences in -> sentence rows (doc_id, index, start, end, role, text), document order."""
+def label_frame(frame: pd.DataFrame, predict: Predictor, info: ModelInfo, segment_cfg: SegmentConfig) -> LabelledBatch:
+    """Documents (`id`, `text`) or sentences (`doc_id`, `text`, or `text` alone) -> labelled rows and rejects.
+
+    Documents take batch labelling's path (`pipeline.labelling.label_batch`); sentences are labelled as given,
+    with neighbours in a `doc_id` as context (without `doc_id`, each sentence on its own).
+    """
+    frame = check_input(frame)
+    if "id" in frame.columns:
+        documents = [Document(id=str(i), text=t) for i, t in zip(frame["id"], frame["text"], strict=True)]
+        return label_batch(documents, predict, info, segment_cfg, max_chars=LabelConfig().max_chars)
+    sentences = input_sentences(frame)
+    table = label_sentences(sentences, predict, info, context="doc_id" in frame.columns)
+    return LabelledBatch(sentences=table, summary=SUMMARY_SCHEMA.empty_table(), documents=len(sentences))
+
+
+def check_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """The input as a DataFrame of documents or sentences; a clear error naming the problem otherwise."""
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
     if "text" not in frame.columns:
         raise ValueError(f"input needs a 'text' column (got columns {list(frame.columns)})")
-    has_id, has_doc_id = "id" in frame.columns, "doc_id" in frame.columns
-    if has_id and has_doc_id:
+    if "id" in frame.columns and "doc_id" in frame.columns:
         raise ValueError("input has both 'id' (documents) and 'doc_id' (sentences); give one of them")
     bad = [i for i, t in enumerate(frame["text"]) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"input column 'text' must hold strings; rows {bad[:10]} do not")
-    if has_id:
-        return _segment_documents(frame, segment_cfg)
-    doc_ids = [str(d) for d in frame["doc_id"]] if has_doc_id else [""] * len(frame)
-    index: list[int] = []
+    return frame
+
+
+def input_sentences(frame: pd.DataFrame) -> list[Sentence]:
+    """Sentences given as rows: `doc_id` (optional) and `text`; each spans itself, role `body`."""
+    doc_ids = [str(d) for d in frame["doc_id"]] if "doc_id" in frame.columns else [""] * len(frame)
     seen: dict[str, int] = {}
-    for doc_id in doc_ids:
-        index.append(seen.get(doc_id, 0))
-        seen[doc_id] = index[-1] + 1
-    texts = list(frame["text"])
-    return pd.DataFrame(
-        {
-            "doc_id": doc_ids,
-            "index": index,
-            "start": [0] * len(texts),
-            "end": [len(t) for t in texts],
-            "role": ["body"] * len(texts),
-            "text": texts,
-            "_context": [has_doc_id] * len(texts),
-        }
-    )
-
-
-def _segment_documents(frame: pd.DataFrame, segment_cfg: SegmentConfig) -> pd.DataFrame:
-    from pipeline.segment import EmptyDocumentError, segment_document
-
-    records = []
-    for doc_id, text in zip(frame["id"], frame["text"], strict=True):
-        try:
-            sentences = segment_document(Document(id=str(doc_id), text=text), segment_cfg)
-        except EmptyDocumentError:
-            continue  # nothing to label; the document simply has no rows
-        for sentence in sentences:
-            records.append(
-                {
-                    "doc_id": sentence.doc_id,
-                    "index": sentence.index,
-                    "start": sentence.start,
-                    "end": sentence.end,
-                    "role": sentence.role,
-                    "text": sentence.text,
-                    "_context": True,
-                }
-            )
-    columns = ["doc_id", "index", "start", "end", "role", "text", "_context"]
-    return pd.DataFrame.from_records(records, columns=columns)
-
-
-def label_rows(model: SentenceModel, rows: pd.DataFrame) -> pd.DataFrame:
-    """Run the model on sentence rows and add labels and both heads' probabilities."""
-    out = rows.drop(columns="_context").reset_index(drop=True)
-    for column in ("index", "start", "end"):
-        out[column] = out[column].astype("int64")
-    if out.empty:
-        for column in output_columns():
-            if column not in out.columns:
-                out[column] = pd.Series(dtype="float64" if column.startswith("p_") else "object")
-        return out[output_columns()]
-    inputs: list[SentenceText] = []
-    context = rows["_context"].to_numpy()
-    pairs = list(zip(rows["doc_id"], rows["text"], strict=True))
-    contextual = with_context(pairs)
-    for i, (_, text) in enumerate(pairs):
-        inputs.append(contextual[i] if context[i] else SentenceText(text=text))
-    probs = model.predict_proba(inputs)
-    out["strategy"] = [";".join(labels) for labels in probs.strategy_labels()]
-    for j, column in enumerate(strategy_columns()):
-        out[column] = np.asarray(probs.strategy[:, j], dtype="float64")
-    out["commitment"] = probs.commitment_labels()
-    for j, column in enumerate(commitment_columns()):
-        out[column] = np.asarray(probs.commitment[:, j], dtype="float64")
-    return out[output_columns()]
+    out = []
+    for doc_id, text in zip(doc_ids, frame["text"], strict=True):
+        index = seen.get(doc_id, 0)
+        seen[doc_id] = index + 1
+        out.append(Sentence(doc_id=doc_id, index=index, start=0, end=len(text), text=text))
+    return out
 
 
 # --- logging --------------------------------------------------------------------------------------------
@@ -286,7 +253,7 @@ mlflow.models.set_model(SentenceLabellerPyfunc())
 """
 
 
-def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> ModelInfo:
+def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> LoggedModelInfo:
     """Log a saved model folder as the sentence-labeller pyfunc on the active run (MLflow 3 `name=`)."""
     model_dir = Path(model_dir)
     kinds = model_kinds(model_dir)
@@ -300,7 +267,15 @@ def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> ModelI
         )
         labels = staging / "label_schema.json"
         labels.write_text(
-            json.dumps({"strategy": list(STRATEGY_LABELS), "commitment": list(COMMITMENT_LABELS)}, indent=2),
+            json.dumps(
+                {
+                    "strategy": list(STRATEGY_LABELS),
+                    "commitment": list(COMMITMENT_LABELS),
+                    "model_name": name,  # what the rows' model_name and model_version columns say
+                    "model_version": folder_digest(model_dir),
+                },
+                indent=2,
+            ),
             encoding="utf-8",
         )
         entry = staging / "sentence_labeller_model.py"

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from pipeline.schema import (
     COMMITMENT_LABELS,
     COMMITMENT_PROBABILITY_COLUMNS,
+    LABELLED_ROW_COLUMNS,
     STRATEGY_LABELS,
     STRATEGY_PROBABILITY_COLUMNS,
 )
@@ -48,14 +49,10 @@ KEY_PARAMS: tuple[str, ...] = (
 )
 STRATEGY_PROBABILITIES = STRATEGY_PROBABILITY_COLUMNS
 COMMITMENT_PROBABILITIES = COMMITMENT_PROBABILITY_COLUMNS
-LABELLED_COLUMNS: tuple[str, ...] = (
-    "doc_id",
-    "index",
-    "text",
-    "strategy",
-    *STRATEGY_PROBABILITIES,
-    "commitment",
-    *COMMITMENT_PROBABILITIES,
+# The columns review reads from a labelled-sentences file (`pipeline.schema.LABELLED_ROW`); files labelled before
+# the row gained `truncated` and the model columns still load.
+LABELLED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in LABELLED_ROW_COLUMNS if c not in ("start", "end", "role", "truncated", "model_name", "model_version")
 )
 _PER_CLASS = re.compile(
     r"^(?:(?P<model>.+)\.)?(?P<head>commitment|strategy)_(?P<measure>f1|precision|recall)_(?P<label>[a-z_]+)$"

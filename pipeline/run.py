@@ -7,6 +7,7 @@ its outputs to the configured paths (that is how artefacts pass between stages) 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -206,14 +207,17 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
     return StageOutcome("evaluate", outputs={"evaluation": str(out)}, message=f"scored {len(reports)} models")
 
 
-def label_stage(config: PipelineConfig) -> StageOutcome:
+def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageOutcome:
+    """`sentences`: the segment stage's output for `label.input`, when this run made it (not segmented again)."""
     import mlflow
 
-    from pipeline.io.documents import read_documents
+    from pipeline.io.documents import read_documents, read_sentences
     from pipeline.label import label_documents, resolve_model
 
     model, info = resolve_model(config.label.model)
-    result = label_documents(config.label, model, info, read_documents(Path(config.label.input)), config.segment)
+    documents = read_documents(Path(config.label.input))
+    segmented = read_sentences(sentences) if sentences is not None else None
+    result = label_documents(config.label, model, info, documents, config.segment, sentences=segmented)
     mlflow.log_metrics(
         {
             "documents": result.documents,
@@ -261,8 +265,11 @@ def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
                 console.print(f"MLflow run {parent.info.run_id} in experiment {config.experiment_name()!r}")
                 for stage in tracked:
                     console.rule(f"[bold]{stage}")
+                    edge = STAGE_EDGES[stage]
+                    if stage == "label" and (segmented := _segmented_in_this_run(config, outcome)):
+                        edge = functools.partial(label_stage, sentences=segmented)
                     with tracking.stage_run(config, stage):
-                        result = STAGE_EDGES[stage](config)
+                        result = edge(config)
                     outcome.stages.append(result)
                     console.print(f"[green]{stage}[/green]: {result.message}", highlight=False)
         if "retrain" in stages:  # the gate opens its own run, after the stages it may depend on
@@ -284,6 +291,14 @@ def _retrain(config: PipelineConfig) -> StageOutcome:
 
 
 # --- small edges ----------------------------------------------------------------------------------------
+
+
+def _segmented_in_this_run(config: PipelineConfig, outcome: RunOutcome) -> Path | None:
+    """The sentences the segment stage wrote in this run, when they are of the documents label reads."""
+    if not any(s.stage == "segment" for s in outcome.stages) or config.label.input is None:
+        return None
+    same_input = Path(config.label.input).resolve() == Path(config.segment.input).resolve()
+    return Path(config.segment.output) if same_input and Path(config.segment.output).is_file() else None
 
 
 def _log_file(path: Path, folder: str) -> None:

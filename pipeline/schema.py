@@ -48,6 +48,7 @@ class Sentence(BaseModel):
     end: int
     text: str
     role: SentenceRole = "body"
+    forced: bool = False  # a piece of an over-long sentence, cut by force at segment.max_sentence_chars
 
 
 class LabelledSentence(BaseModel):
@@ -144,9 +145,83 @@ class HeadProbabilities:
             self.strategy[index], self.commitment[index], self.strategy_thresholds, self.truncated[index]
         )
 
+    def decide(self) -> Decisions:
+        return decide(self)
+
     def strategy_labels(self) -> list[list[str]]:
-        hits = self.strategy >= self.strategy_thresholds[None, :]
-        return [[STRATEGY_LABELS[j] for j in np.flatnonzero(row)] for row in hits]
+        return self.decide().strategy_labels()
 
     def commitment_labels(self) -> list[str]:
-        return [COMMITMENT_LABELS[j] for j in self.commitment.argmax(axis=1)]
+        return self.decide().commitment_labels()
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Labels decided from probabilities: strategy hits (n, 3) bool and the commitment class index (n,)."""
+
+    strategy: np.ndarray
+    commitment: np.ndarray
+
+    def strategy_labels(self) -> list[list[str]]:
+        return [[STRATEGY_LABELS[j] for j in np.flatnonzero(row)] for row in self.strategy]
+
+    def strategy_strings(self) -> list[str]:
+        """`;`-joined strategy labels, the form of the `strategy` column of every labelled table."""
+        return [";".join(labels) for labels in self.strategy_labels()]
+
+    def commitment_labels(self) -> list[str]:
+        return [COMMITMENT_LABELS[j] for j in self.commitment]
+
+
+def decide(probs: HeadProbabilities) -> Decisions:
+    """The one decision rule: commitment is the most probable type; a strategy label is set when its
+    probability is at or above its threshold."""
+    strategy = probs.strategy >= np.asarray(probs.strategy_thresholds)[None, :]
+    commitment = probs.commitment.argmax(axis=1) if len(probs.commitment) else np.zeros(0, dtype=np.int64)
+    return Decisions(strategy=strategy, commitment=commitment)
+
+
+# --- the labelled sentence row ---------------------------------------------------------------------------
+# One definition of what batch labelling, the pyfunc, the REST server and the review notebooks read and
+# write; the Arrow schema and the MLflow signature are derived from it.
+
+LABELLED_ROW: tuple[tuple[str, type], ...] = (
+    ("doc_id", str),
+    ("index", int),
+    ("start", int),  # offsets into the cleaned document text (for bare sentences: 0 and len(text))
+    ("end", int),
+    ("role", str),
+    ("text", str),
+    ("strategy", str),  # ";"-joined labels
+    *((column, float) for column in STRATEGY_PROBABILITY_COLUMNS),
+    ("commitment", str),
+    *((column, float) for column in COMMITMENT_PROBABILITY_COLUMNS),
+    ("truncated", bool),  # the model read only the first part of the sentence
+    ("model_name", str),
+    ("model_version", str),
+)
+LABELLED_ROW_COLUMNS: tuple[str, ...] = tuple(name for name, _ in LABELLED_ROW)
+
+# One row per labelled document: counts per label, with the document's own metadata.
+LABELLED_DOCUMENT: tuple[tuple[str, type], ...] = (
+    ("doc_id", str),
+    ("title", str),
+    ("date", str),
+    ("sentences", int),
+    *((f"strategy_{label}", int) for label in STRATEGY_LABELS),
+    ("strategy_none", int),  # sentences with no strategy dimension
+    *((f"commitment_{label}", int) for label in COMMITMENT_LABELS),
+    ("truncated", bool),  # the document was over label.max_chars and cut
+    ("truncated_sentences", int),
+    ("metadata", str),  # the document's metadata as a JSON object (keys sorted)
+    ("model_name", str),
+    ("model_version", str),
+)
+
+
+def arrow_schema(row: Sequence[tuple[str, type]]) -> Any:
+    """The Arrow schema of a row definition (a `pyarrow.Schema`)."""
+    import pyarrow as pa
+
+    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+    return pa.schema([(name, types[kind]) for name, kind in row])

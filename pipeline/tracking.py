@@ -7,7 +7,6 @@ store is an embedded sqlite database with a local artifact folder unless `MLFLOW
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -26,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import PipelineConfig, SegmentConfig, TrackingConfig, dump_config
+from pipeline.io.digest import file_digest
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, LabelledSentence
 
 if TYPE_CHECKING:
@@ -141,21 +141,6 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
-
-
-def file_digest(paths: Sequence[Path]) -> str:
-    """sha256 over the files' names and bytes, in the given order: the identity of a labelled data set."""
-    digest = hashlib.sha256()
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: labelled data file not found")
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def config_params(config: PipelineConfig) -> dict[str, str]:

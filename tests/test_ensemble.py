@@ -196,14 +196,16 @@ def test_the_registered_model_needs_every_members_packages(fitted: tuple[Ensembl
     assert len(names) == len(requirements(*kinds))  # no package twice
 
 
-LONG_SENTENCE = "Regeringen avsätter medel till " + ", ".join(["skolor", "kommuner", "polisen"] * 20) + "."
+# One sentence, Swedish enough for the input screening, far over the BERT member's token limit.
+LONG_SENTENCE = "Regeringen avsätter medel till " + ", ".join(["skolor och kommuner som ska arbeta för att"] * 20) + "."
 
 
 def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[EnsembleModel, list], tmp_path: Path) -> None:
     """Labelling an ensemble gives its own probabilities, and its BERT member's truncation flags."""
     import pandas as pd
 
-    from pipeline.label import WARNING, ModelInfo, label_documents, sentence_predictor
+    from pipeline.label import WARNING, ModelInfo, label_documents
+    from pipeline.labelling import sentence_predictor
     from pipeline.schema import Document, SentenceText
 
     model, _ = fitted

@@ -125,6 +125,33 @@ def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp
     assert json.loads(first.metadata) == {"constructed": True, "number": 0}
 
 
+def test_sentences_the_segment_stage_cut_are_labelled_as_they_are(tfidf_dir: Path, tmp_path: Path) -> None:
+    """`pipeline run` passes the segment stage's output on: the same files as segmenting here, and no second cut."""
+    model, info = resolve_model(str(tfidf_dir))
+    documents = [*constructed_documents(9), Document(id="tom", text="  \n ")]
+    segment_cfg = SegmentConfig()
+    quiet = {"show_progress": False}
+    cut_here = label_documents(label_config(tmp_path, "a.parquet"), model, info, documents, segment_cfg, **quiet)
+    sentences = [s for d in documents if d.text.strip() for s in segment_document(d, segment_cfg)]
+    passed_on = label_documents(
+        label_config(tmp_path, "b.parquet"), model, info, documents, segment_cfg, sentences=iter(sentences), **quiet
+    )
+    for a, b in ((cut_here.output, passed_on.output), (cut_here.summary, passed_on.summary)):
+        pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
+    assert cut_here.rejects.read_text() == passed_on.rejects.read_text() != ""
+
+    # the sentences given are the ones labelled: a document cut otherwise keeps that cut
+    first = [s for s in sentences if s.doc_id == "svar-0000"]
+    merged = first[0].model_copy(update={"end": first[-1].end, "text": " ".join(s.text for s in first)})
+    others = [s for s in sentences if s.doc_id != "svar-0000"]
+    given = label_documents(
+        label_config(tmp_path, "c.parquet"), model, info, documents, segment_cfg, sentences=[merged, *others], **quiet
+    )
+    rows = pd.read_parquet(given.output)
+    assert rows[rows.doc_id == "svar-0000"].text.tolist() == [merged.text]
+    assert len(rows) == len(others) + 1
+
+
 def test_formats_hold_the_same_rows(tfidf_dir: Path, tmp_path: Path) -> None:
     model, info = resolve_model(str(tfidf_dir))
     documents = constructed_documents(6)
@@ -418,7 +445,7 @@ def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_pat
 def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from pipeline.label import QuantizationOutOfTolerance, sentence_predictor
+    from pipeline.labelling import QuantizationOutOfTolerance, sentence_predictor
 
     model, _ = resolve_model(str(bert_dir))
     sentences = with_context([("d", p) for p in PARAGRAPHS])

@@ -135,15 +135,27 @@ def test_text_only_sentences_are_labelled_without_context(registered: tuple[str,
     inner = loaded.unwrap_python_model()
     assert isinstance(inner, pyfunc.SentenceLabellerPyfunc)
     assert inner.segment_config.join_hard_wrapped_lines is True
+    # an empty document is not dropped silently: it is a reject with its reason
+    labelled = inner.label(DOCUMENTS)
+    assert labelled.rejects == [
+        {
+            "id": "tomt",
+            "source": "label",
+            "reason": "empty document (no text, or only whitespace)",
+            "severity": "rejected",
+        }
+    ]
+    assert labelled.labelled == 2 and not labelled.sentences["truncated"].to_pylist().count(True)
+    assert set(labelled.sentences["model_name"].to_pylist()) == {"model"}
 
 
 def test_bad_input_is_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="'text' column"):
-        pyfunc.sentence_rows(pd.DataFrame({"sentence": ["x"]}), SegmentConfig())
+        pyfunc.check_input(pd.DataFrame({"sentence": ["x"]}))
     with pytest.raises(ValueError, match="both 'id'"):
-        pyfunc.sentence_rows(pd.DataFrame({"id": ["d"], "doc_id": ["d"], "text": ["x"]}), SegmentConfig())
+        pyfunc.check_input(pd.DataFrame({"id": ["d"], "doc_id": ["d"], "text": ["x"]}))
     with pytest.raises(ValueError, match="rows \\[1\\]"):
-        pyfunc.sentence_rows(pd.DataFrame({"doc_id": ["d", "d"], "text": ["x", 3]}), SegmentConfig())
+        pyfunc.check_input(pd.DataFrame({"doc_id": ["d", "d"], "text": ["x", 3]}))
 
 
 def test_logged_model_bundles_code_schema_segmenter_signature_and_example(
@@ -154,10 +166,10 @@ def test_logged_model_bundles_code_schema_segmenter_signature_and_example(
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
     assert (local / "code" / "pipeline" / "pyfunc.py").is_file()
     assert not list((local / "code").rglob("__pycache__"))
-    assert json.loads((local / "artifacts" / "label_schema.json").read_text()) == {
-        "strategy": list(STRATEGY_LABELS),
-        "commitment": list(COMMITMENT_LABELS),
-    }
+    label_schema = json.loads((local / "artifacts" / "label_schema.json").read_text())
+    assert label_schema["strategy"] == list(STRATEGY_LABELS)
+    assert label_schema["commitment"] == list(COMMITMENT_LABELS)
+    assert label_schema["model_name"] == "model" and len(label_schema["model_version"]) == 16
     assert json.loads((local / "artifacts" / "segmenter.json").read_text())["max_sentence_chars"] == 2000
     assert (local / "input_example.json").is_file()
     requirements = (local / "requirements.txt").read_text()

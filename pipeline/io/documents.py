@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.io.files import FILE_SUFFIXES, UnreadableFile, read_file
-from pipeline.io.jsonl import is_jsonl, read_lines, write_jsonl
+from pipeline.io.jsonl import BadLine, is_jsonl, read_jsonl, read_lines, write_jsonl
 from pipeline.io.rejects import Reject
-from pipeline.schema import Document
+from pipeline.schema import Document, Sentence
 
 DocumentOrReject = Document | Reject
 _DOCUMENT_FIELDS = ("id", "text", "title", "date")
@@ -65,6 +65,17 @@ def _blank_lines_note(path: Path, numbers: list[int]) -> Reject:
         reason=f"{len(numbers)} blank line(s) skipped (line {shown}): no document there",
         severity="note",
     )
+
+
+def read_sentences(path: Path) -> Iterator[Sentence]:
+    """The segment stage's output: sentences, in document order; a bad line is an error (the file is ours)."""
+    for number, record in read_jsonl(path):
+        if isinstance(record, BadLine):
+            raise ValueError(f"{path}: line {number}: {record.reason}")
+        try:
+            yield Sentence.model_validate(record)
+        except ValidationError as exc:
+            raise ValueError(f"{path}: line {number}: not a sentence ({exc.errors()[0]['msg']})") from None
 
 
 def read_jsonl_documents(path: Path) -> Iterator[DocumentOrReject]:

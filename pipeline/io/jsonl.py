@@ -8,6 +8,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +50,26 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     for number, line in read_lines(path):
         if line.strip():
             yield number, line
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line that is not a JSON value; `reason` is one line for a person (not valid UTF-8 / JSON)."""
+
+    number: int
+    reason: str
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) for each non-blank line; a line that cannot be parsed gives a
+    `BadLine` as its value, so each caller decides whether that is a reject, a problem or an error."""
+    for number, raw in iter_lines(Path(path)):
+        try:
+            yield number, json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield number, BadLine(number, f"not valid UTF-8 ({exc.reason})")
+        except json.JSONDecodeError as exc:
+            yield number, BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 from pipeline import model_kinds
-from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, SentenceText
+from pipeline.schema import (
+    COMMITMENT_LABELS,
+    STRATEGY_LABELS,
+    HeadProbabilities,
+    LabelledSentence,
+    SentenceText,
+    decide,
+)
 
 MODEL_CARD_FILE = "model.json"
 
@@ -84,11 +91,9 @@ def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:
     """Share of sentences whose commitment label or strategy label set differs between two predictions."""
     if len(a.commitment) == 0:
         return 0.0
-    commitment = a.commitment.argmax(axis=1) != b.commitment.argmax(axis=1)
-    strategy = ((a.strategy >= a.strategy_thresholds[None, :]) != (b.strategy >= b.strategy_thresholds[None, :])).any(
-        axis=1
-    )
-    return float((commitment | strategy).mean())
+    first, second = decide(a), decide(b)  # the one decision rule
+    differ = (first.commitment != second.commitment) | (first.strategy != second.strategy).any(axis=1)
+    return float(differ.mean())
 
 
 def write_model_json(path: Path, kind: str, **extra: Any) -> None:

@@ -22,6 +22,7 @@ from pipeline.segment.stage import (
     segment_document,
     segment_documents,
     segment_stage,
+    with_answer_metadata,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "segment_documents",
     "segment_stage",
     "split_sentences",
+    "with_answer_metadata",
 ]

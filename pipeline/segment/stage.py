@@ -78,7 +78,7 @@ def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
     answer = describe_answer(cleaned) if cfg.detect_answer_structure else None
     roles = assign_roles(cleaned, spans, answer=answer)
     sentences = [
-        Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role)
+        Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role, forced=i in forced)
         for i, ((s, e), role) in enumerate(zip(spans, roles, strict=True))
     ]
     return SegmentedDocument(attach_answer(document, answer), cleaned, sentences, answer, frozenset(forced))
@@ -96,6 +96,12 @@ def no_sentence_boundaries(segmented: SegmentedDocument, cfg: SegmentConfig) -> 
         f"line break within segment.max_sentence_chars={cfg.max_sentence_chars:,}; not used "
         "(split the text into sentences or lines first)"
     )
+
+
+def with_answer_metadata(document: Document, cfg: SegmentConfig | None = None) -> Document:
+    """The document with `metadata["answer"]` set when its cleaned text is a minister's answer."""
+    join = True if cfg is None else cfg.join_hard_wrapped_lines
+    return attach_answer(document, describe_answer(clean_text(document.text, join_hard_wrapped_lines=join)))
 
 
 def segment_document(document: Document, cfg: SegmentConfig) -> list[Sentence]:
