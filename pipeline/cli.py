@@ -121,6 +121,8 @@ def serve(
 
     The rows are batch labelling's rows. Stops on Ctrl-C.
     """
+    from mlflow.exceptions import MlflowException
+
     from pipeline import serve as serving
     from pipeline.tracking import TrackingUnavailable, configure_tracking, redact
 
@@ -138,7 +140,11 @@ def serve(
     except (TrackingUnavailable, serving.ModelNotFound) as exc:
         err.print(f"serve: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    app_ = serving.build_app(served.pinned, cfg.max_request_bytes)
+    try:
+        app_ = serving.build_app(served.pinned, cfg.max_request_bytes)
+    except (MlflowException, OSError) as exc:
+        err.print(f"serve: cannot load {served.requested}: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     url = f"http://{cfg.host}:{cfg.port}"
     version = f" (version {served.version})" if served.version else ""
     where = f"serving {served.requested}{version} from {redact(uri)} at {url}/invocations"

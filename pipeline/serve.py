@@ -47,13 +47,13 @@ def resolve_served_model(uri: str) -> ServedModel:
 
     Raises `ModelNotFound` with one line naming the model and what the store holds instead.
     """
-    if not uri.startswith("models:/"):
+    rest = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ("@" in rest or "/" in rest):  # runs:/, a folder, a logged model id
         return ServedModel(requested=uri, pinned=uri, version=None)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    rest = uri.removeprefix("models:/")
     name, alias, version = rest, None, None
     if "@" in rest:
         name, alias = rest.split("@", 1)
