@@ -47,7 +47,7 @@ import psutil
 import torch
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import label_documents, resolve_model
+from pipeline.label import label_documents, model_from_folder
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.base import label_disagreement
 from pipeline.models.bert import BertTwoHeadModel
@@ -250,14 +250,14 @@ def bench_shape(
 ) -> list[dict]:
     """One model of `shape`, measured on each input size (the one-off costs weigh less on larger inputs)."""
     model_dir = build_model(shape, root, shared, fit_sentences)
-    model, info = resolve_model(str(model_dir))
-    labeller, _ = resolve_model(str(model_dir))  # the label stage sets its model's precision run by run
+    model, info = model_from_folder(str(model_dir))
+    labeller, _ = model_from_folder(str(model_dir))  # the label stage sets its model's precision run by run
     classify = hf_classifier(model_dir)
-    quantized, _ = resolve_model(str(model_dir))
+    quantized, _ = model_from_folder(str(model_dir))
     quantized.configure_inference("int8", threads, max_disagreement=1.0)
     bf16 = None
     if bf16_supported(model.device):
-        bf16, _ = resolve_model(str(model_dir))
+        bf16, _ = model_from_folder(str(model_dir))
         bf16.configure_inference("bf16", threads, max_disagreement=1.0)
     return [
         bench_size(

@@ -197,7 +197,7 @@ def annotate_export(
 
     loaded = None
     if model is not None:
-        from pipeline.label import resolve_model
+        from pipeline.tracking import resolve_model
 
         loaded, _ = resolve_model(model)
     count = export_annotation_file(sentences, output, model=loaded, include_labels=with_labels, limit=limit)

@@ -14,13 +14,13 @@
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import itertools
 import json
 import os
 import shutil
-import tempfile
+import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.digest import folder_digest
@@ -54,7 +55,7 @@ __all__ = [
     "ModelInfo",
     "QuantizationOutOfTolerance",
     "label_documents",
-    "resolve_model",
+    "model_from_folder",
 ]
 
 OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
@@ -243,28 +244,9 @@ def _chunks(documents: Iterable[object], size: int) -> Iterator[list[object]]:
         yield chunk
 
 
-def _progress(show: bool) -> Any:  # a rich Progress
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("labelling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("documents · {task.fields[sentences]} sentences ({task.fields[rate]}/s)"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not show,
-    )
+def _progress(show: bool, total: int | None) -> tqdm:
+    """The labelling progress bar (tqdm, as in training): documents done, ETA, sentences and their rate."""
+    return tqdm(total=total, desc="labelling", unit="doc", disable=not show, file=sys.stderr, dynamic_ncols=True)
 
 
 def label_documents(
@@ -303,8 +285,7 @@ def label_documents(
     segmented = _SentenceGroups(sentences)
     resumed = 0
     n_chunks = 0
-    with _progress(show_progress) as progress:
-        task = progress.add_task("label", total=total_documents, sentences=0, rate="-")
+    with _progress(show_progress, total_documents) as progress:
         labelled_sentences, labelling_seconds = 0, 0.0
         for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
             n_chunks = k + 1
@@ -321,7 +302,7 @@ def label_documents(
                 seen_ids.update(item.id for item in items if isinstance(item, Document))
                 resumed += 1
             else:
-                started = progress.get_time()
+                started = time.perf_counter()
                 ids = {item.id for item in items if isinstance(item, Document)}
                 tables = label_batch(
                     items,
@@ -334,11 +315,12 @@ def label_documents(
                 )
                 card = _commit_chunk(partial, k, tables, digest)
                 labelled_sentences += card["sentences"]
-                labelling_seconds += progress.get_time() - started
+                labelling_seconds += time.perf_counter() - started
             for key in totals:
                 totals[key] += card[key]
             rate = f"{labelled_sentences / labelling_seconds:.0f}" if labelling_seconds > 0 else "-"
-            progress.update(task, advance=len(items), sentences=totals["sentences"], rate=rate)
+            progress.set_postfix(sentences=totals["sentences"], per_second=rate, refresh=False)
+            progress.update(len(items))
 
     extra = _chunk_dir(partial, n_chunks)
     if extra.is_dir():
@@ -416,46 +398,10 @@ def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) ->
 # --- finding the model ----------------------------------------------------------------------------------
 
 
-def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[SentenceModel, ModelInfo]:
-    """Load a model from a folder, `runs:/<run_id>/<name>`, `models:/<name>@<alias>` or `models:/<name>/<n>`.
-
-    Registry URIs are pinned to a version before downloading, so the rows name the version that labelled
-    them even if the alias moves during the run. Downloads go to `download_dir` (default: a temporary folder
-    removed at exit).
-    """
-    if uri_or_path.startswith(("models:/", "runs:/")):
-        from mlflow import MlflowClient
-
-        from pipeline.tracking import download_model_folder
-
-        name, version, pinned = _registry_identity(uri_or_path, MlflowClient())
-        if download_dir is None:
-            download_dir = Path(tempfile.mkdtemp(prefix="ct-label-model-"))
-            atexit.register(shutil.rmtree, download_dir, True)
-        folder = download_model_folder(pinned, Path(download_dir))
-        return load_model(folder), ModelInfo(name=name, version=version, uri=uri_or_path)
-    folder = Path(uri_or_path).expanduser()
+def model_from_folder(path: str | Path) -> tuple[SentenceModel, ModelInfo]:
+    """Load a saved model folder; its version is a digest of its files (registry URIs: `tracking.resolve_model`)."""
+    folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"label.model {uri_or_path!r}: no such model folder, and not a models:/ or runs:/ URI")
-    info = ModelInfo(name=folder.resolve().name, version=folder_digest(folder), uri=uri_or_path)
+        raise FileNotFoundError(f"label.model {str(path)!r}: no such model folder, and not a models:/ or runs:/ URI")
+    info = ModelInfo(name=folder.resolve().name, version=folder_digest(folder), uri=str(path))
     return load_model(folder), info
-
-
-def _registry_identity(uri: str, client: Any) -> tuple[str, str, str]:
-    """(name, version, a URI pinned to that version) for a models:/ or runs:/ URI."""
-    if uri.startswith("runs:/"):
-        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
-        if not run_id or not artifact:
-            raise ValueError(f"label.model {uri!r}: expected runs:/<run_id>/<model name>")
-        return artifact.strip("/"), f"run-{run_id}", uri
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    elif "/" in rest:
-        name, version = rest.split("/", 1)
-        if not version.isdigit():
-            raise ValueError(f"label.model {uri!r}: expected models:/<name>/<version number> or …@<alias>")
-    else:
-        raise ValueError(f"label.model {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return name, version, f"models:/{name}/{version}"

@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.rejects import Reject
-from pipeline.io.screening import DUPLICATE_ID, screen_document
 from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -39,6 +38,7 @@ from pipeline.schema import (
     decide,
     with_context,
 )
+from pipeline.screening import DUPLICATE_ID, screen_document
 
 REJECTED = "rejected"  # the document is not in the output
 WARNING = "warning"  # the document is in the output, but not all of it was read (truncation)

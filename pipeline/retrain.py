@@ -237,7 +237,8 @@ def score(
 ) -> dict[str, float]:
     """Score one model with the shared harness; log metrics and (unless told not to) files under `role`."""
     from pipeline import tracking
-    from pipeline.evaluate import evaluate_model, write_report
+    from pipeline.evaluate import evaluate_model
+    from pipeline.reports import write_report
 
     report = evaluate_model(model, sentences, config.evaluate, name=role)
     tracking.log_evaluation(report, write_report(report, out_dir / role) if log_files else [], prefix=role)

@@ -51,7 +51,7 @@ class RunOutcome:
 def ingest_stage(config: PipelineConfig) -> StageOutcome:
     import mlflow
 
-    from pipeline.io.ingest import ingest
+    from pipeline.ingest import ingest
 
     result = ingest(config.ingest)
     mlflow.log_metrics({"documents": result.documents, "rejected_documents": result.rejects})
@@ -150,19 +150,18 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
     import mlflow
 
     from pipeline import tracking
-    from pipeline.evaluate import (
+    from pipeline.evaluate import paired_comparison, score_models
+    from pipeline.labelled_data import read_labelled
+    from pipeline.models.base import MODEL_CARD_FILE
+    from pipeline.reports import (
         PAIRED_FILE,
         PAIRED_JSON_FILE,
         comparison_markdown,
         comparison_table,
-        paired_comparison,
         paired_markdown,
         paired_table,
-        score_models,
         write_report,
     )
-    from pipeline.labelled_data import read_labelled
-    from pipeline.models.base import MODEL_CARD_FILE
 
     cfg = config.evaluate
     folders = [Path(p) for p in cfg.models] or sorted(
@@ -212,7 +211,8 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
     import mlflow
 
     from pipeline.io.documents import read_documents, read_sentences
-    from pipeline.label import label_documents, resolve_model
+    from pipeline.label import label_documents
+    from pipeline.tracking import resolve_model
 
     model, info = resolve_model(config.label.model)
     documents = read_documents(Path(config.label.input))

@@ -7,8 +7,10 @@ store is an embedded sqlite database with a local artifact folder unless `MLFLOW
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import warnings
@@ -31,7 +33,9 @@ from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, LabelledSentence
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
-    from pipeline.evaluate import EvaluationReport
+    from pipeline.labelling import ModelInfo as LabellingModelInfo
+    from pipeline.models.base import SentenceModel
+    from pipeline.scores import EvaluationReport
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -259,7 +263,7 @@ def log_evaluation(report: EvaluationReport, out_files: Sequence[Path], prefix: 
     `out_files` is what `pipeline.evaluate.write_report` wrote; `prefix` namespaces metrics and artifacts when
     several models are scored in one run (`challenger` -> metric `challenger.commitment_macro_f1`).
     """
-    from pipeline.evaluate import per_class_markdown
+    from pipeline.reports import per_class_markdown
 
     mlflow.log_metrics({(f"{prefix}.{k}" if prefix else k): float(v) for k, v in report.metrics.items()})
     folder = f"evaluation/{prefix}" if prefix else "evaluation"
@@ -387,3 +391,47 @@ def _read_mlmodel(local: Path) -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load((local / "MLmodel").read_text())
+
+
+# --- models for labelling ----------------------------------------------------------------------------------
+
+
+def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[SentenceModel, LabellingModelInfo]:
+    """Load a model from a folder, `runs:/<run_id>/<name>`, `models:/<name>@<alias>` or `models:/<name>/<n>`.
+
+    Registry URIs are pinned to a version before downloading, so the rows name the version that labelled
+    them even if the alias moves during the run. Downloads go to `download_dir` (default: a temporary folder
+    removed at exit).
+    """
+    from pipeline.label import model_from_folder
+    from pipeline.labelling import ModelInfo as LabellingModelInfo
+    from pipeline.models.base import load_model
+
+    if not uri_or_path.startswith(("models:/", "runs:/")):
+        return model_from_folder(uri_or_path)
+    name, version, pinned = _registry_identity(uri_or_path, MlflowClient())
+    if download_dir is None:
+        download_dir = Path(tempfile.mkdtemp(prefix="ct-label-model-"))
+        atexit.register(shutil.rmtree, download_dir, True)
+    folder = download_model_folder(pinned, Path(download_dir))
+    return load_model(folder), LabellingModelInfo(name=name, version=version, uri=uri_or_path)
+
+
+def _registry_identity(uri: str, client: Any) -> tuple[str, str, str]:
+    """(name, version, a URI pinned to that version) for a models:/ or runs:/ URI."""
+    if uri.startswith("runs:/"):
+        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
+        if not run_id or not artifact:
+            raise ValueError(f"label.model {uri!r}: expected runs:/<run_id>/<model name>")
+        return artifact.strip("/"), f"run-{run_id}", uri
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+        if not version.isdigit():
+            raise ValueError(f"label.model {uri!r}: expected models:/<name>/<version number> or …@<alias>")
+    else:
+        raise ValueError(f"label.model {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, version, f"models:/{name}/{version}"

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from pipeline.config import BertSpec, EvaluateConfig, TfidfSpec
-from pipeline.evaluate import evaluate_predictions, tune_thresholds
 from pipeline.labelled_data import in_document_order, read_training_data, sentence_texts
+from pipeline.metrics import tune_thresholds
 from pipeline.models import load_model
 from pipeline.models.baselines import TfidfModel
 from pipeline.models.bert import BertTwoHeadModel
 from pipeline.schema import HeadProbabilities, strategy_matrix
+from pipeline.scores import evaluate_predictions
 
 SHARED = Path(os.environ.get("PIPELINE_SHARED_DIR", "../shared"))
 OUT = Path(os.environ.get("BERT_REFERENCE_OUT", "runs/bert-reference"))

@@ -25,8 +25,8 @@ from pipeline.config import (
     TfidfSpec,
     load_config,
 )
-from pipeline.evaluate import tune_thresholds
 from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.metrics import tune_thresholds
 from pipeline.models import load_model
 from pipeline.models.base import SentenceModel
 from pipeline.models.ensemble import EnsembleModel

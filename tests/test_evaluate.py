@@ -16,30 +16,29 @@ from mlflow import MlflowClient
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from pipeline.config import EvaluateConfig, PipelineConfig
-from pipeline.evaluate import (
+from pipeline.evaluate import evaluate_model, evaluate_models, paired_comparison, score_models
+from pipeline.labelled_data import write_labelled
+from pipeline.metrics import (
     INTERVAL_METRICS,
     bootstrap_metrics,
     calibration_bins,
+    expected_calibration_error,
+    paired_differences,
+    tune_thresholds,
+    with_threshold_rule,
+)
+from pipeline.models.baselines import KeywordModel, MajorityModel
+from pipeline.reports import (
     comparison_markdown,
     comparison_table,
-    evaluate_model,
-    evaluate_models,
-    evaluate_predictions,
-    expected_calibration_error,
-    paired_comparison,
-    paired_differences,
     paired_markdown,
     paired_table,
     read_report,
-    score_models,
-    tune_thresholds,
-    with_threshold_rule,
     write_report,
 )
-from pipeline.labelled_data import write_labelled
-from pipeline.models.baselines import KeywordModel, MajorityModel
 from pipeline.run import EXIT_FAILED, EXIT_OK, run_stages
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence
+from pipeline.scores import evaluate_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 NO_BOOTSTRAP = EvaluateConfig(bootstrap_samples=0)

@@ -13,11 +13,11 @@ import docx
 import pytest
 
 from pipeline.config import IngestConfig
+from pipeline.ingest import ingest
 from pipeline.io.documents import read_documents, write_documents
-from pipeline.io.ingest import ingest
 from pipeline.io.rejects import Reject, write_rejects
-from pipeline.io.screening import screen_document
 from pipeline.schema import Document
+from pipeline.screening import screen_document
 
 SWEDISH = (
     "Regeringen har i dag beslutat att ge Myndigheten för exempel ett uppdrag. Uppdraget ska redovisas "

@@ -31,7 +31,7 @@ from pipeline.label import (
     LabelRunMismatch,
     count_documents,
     label_documents,
-    resolve_model,
+    model_from_folder,
 )
 from pipeline.models.base import label_disagreement
 from pipeline.models.baselines import TfidfModel
@@ -85,7 +85,7 @@ def label_config(tmp_path: Path, name: str = "labelled.parquet", **changes: obje
 
 
 def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     documents = constructed_documents(11)
     segment_cfg = SegmentConfig()
     result = label_documents(label_config(tmp_path), model, info, documents, segment_cfg, show_progress=False)
@@ -127,7 +127,7 @@ def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp
 
 def test_sentences_the_segment_stage_cut_are_labelled_as_they_are(tfidf_dir: Path, tmp_path: Path) -> None:
     """`pipeline run` passes the segment stage's output on: the same files as segmenting here, and no second cut."""
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     documents = [*constructed_documents(9), Document(id="tom", text="  \n ")]
     segment_cfg = SegmentConfig()
     quiet = {"show_progress": False}
@@ -153,7 +153,7 @@ def test_sentences_the_segment_stage_cut_are_labelled_as_they_are(tfidf_dir: Pat
 
 
 def test_formats_hold_the_same_rows(tfidf_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     documents = constructed_documents(6)
     frames = {}
     for name in ("l.parquet", "l.jsonl", "l.csv"):
@@ -191,7 +191,7 @@ def test_every_document_is_labelled_or_listed_with_its_reason(tfidf_dir: Path, t
     ]
     (folder / "more.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     cfg = label_config(tmp_path, "inbox.jsonl", max_chars=300, chunk_documents=2)
     result = label_documents(cfg, model, info, read_documents(folder), SegmentConfig(), show_progress=False)
 
@@ -217,7 +217,7 @@ def test_every_document_is_labelled_or_listed_with_its_reason(tfidf_dir: Path, t
 
 
 def test_quantizing_a_model_without_torch_is_refused(tfidf_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     with pytest.raises(ValueError, match=r"label\.quantize=dynamic-int8: tfidf model: .* float32 only"):
         label_documents(
             label_config(tmp_path, quantize="dynamic-int8"),
@@ -244,7 +244,7 @@ def test_label_disagreement_counts_sentences_whose_labels_differ() -> None:
 
 
 def test_interrupted_run_resumes_and_refuses_other_arguments(tfidf_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     documents = constructed_documents(20)
     cfg = label_config(tmp_path, chunk_documents=3)
 
@@ -280,10 +280,10 @@ import json, sys, time
 from pathlib import Path
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import label_documents, resolve_model
+from pipeline.label import label_documents, model_from_folder
 
 model_dir, documents, output, delay = sys.argv[1:5]
-model, info = resolve_model(model_dir)
+model, info = model_from_folder(model_dir)
 
 def slowly():  # gives the test time to kill the run between chunks
     for item in read_documents(Path(documents)):
@@ -332,7 +332,7 @@ def test_sigkill_at_any_chunk_then_rerun_gives_identical_files(tfidf_dir: Path, 
     assert outcome["resumed"] >= committed and outcome["exit"] == EXIT_SOME_REJECTED
     assert not partial.exists()
 
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     whole = LabelConfig(
         model=str(tfidf_dir),
         input=documents_file,
@@ -379,7 +379,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(bert_dir))
+    model, info = model_from_folder(str(bert_dir))
     long_sentence = "Regeringen avsätter medel till " + ", ".join(["skolor", "kommuner", "polisen"] * 6) + "."
     documents = [
         *constructed_documents(5),
@@ -419,7 +419,7 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
 def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    model, info = resolve_model(str(bert_dir))
+    model, info = model_from_folder(str(bert_dir))
     documents = constructed_documents(6)
     fp32 = label_documents(label_config(tmp_path, "fp32.parquet", threads=1), model, info, documents, SegmentConfig(),
                            show_progress=False)  # fmt: skip
@@ -447,7 +447,7 @@ def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Pat
 
     from pipeline.labelling import QuantizationOutOfTolerance, sentence_predictor
 
-    model, _ = resolve_model(str(bert_dir))
+    model, _ = model_from_folder(str(bert_dir))
     sentences = with_context([("d", p) for p in PARAGRAPHS])
     first = int(model.predict_proba(sentences).commitment[0].argmax())
     float32 = model.network_
@@ -486,15 +486,15 @@ def test_resolve_model_from_the_registry(tfidf_dir: Path, tmp_path: Path, monkey
     version = tracking.register(logged.model_uri, "ct-label-test")
     tracking.set_champion("ct-label-test", version)
 
-    expected, _ = resolve_model(str(tfidf_dir))
+    expected, _ = model_from_folder(str(tfidf_dir))
     sentences = with_context(("d", p) for p in PARAGRAPHS)
     for uri in ("models:/ct-label-test@champion", f"models:/ct-label-test/{version}"):
-        model, info = resolve_model(uri, download_dir=tmp_path / "download" / uri.replace("/", "_"))
+        model, info = tracking.resolve_model(uri, download_dir=tmp_path / "download" / uri.replace("/", "_"))
         assert (info.name, info.version, info.uri) == ("ct-label-test", str(version), uri)
         np.testing.assert_allclose(
             model.predict_proba(sentences).commitment, expected.predict_proba(sentences).commitment
         )
-    model, info = resolve_model(f"runs:/{run.info.run_id}/sentence_labeller", download_dir=tmp_path / "run")
+    model, info = tracking.resolve_model(f"runs:/{run.info.run_id}/sentence_labeller", download_dir=tmp_path / "run")
     assert info.version == f"run-{run.info.run_id}" and info.name == "sentence_labeller"
     with pytest.raises(FileNotFoundError, match="no such model folder"):
-        resolve_model(str(tmp_path / "nowhere"))
+        model_from_folder(str(tmp_path / "nowhere"))

@@ -18,12 +18,13 @@ import pytest
 
 from pipeline import tracking
 from pipeline.config import EvaluateConfig, LabelConfig, PipelineConfig, SegmentConfig
-from pipeline.evaluate import evaluate_predictions, write_report
 from pipeline.io.documents import read_documents
 from pipeline.label import ModelInfo, label_documents
 from pipeline.labelled_data import read_training_data, sentence_texts
 from pipeline.models.baselines import MajorityModel, TfidfModel
+from pipeline.reports import write_report
 from pipeline.sample import sample_dir
+from pipeline.scores import evaluate_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from pipeline.config import IngestConfig, RiksdagenQuery
+from pipeline.ingest import ingest
 from pipeline.io.documents import read_documents
-from pipeline.io.ingest import ingest
 from pipeline.io.rejects import Reject
 from pipeline.io.riksdagen import RiksdagenClient, RiksdagenError, riksdagen_documents
 from pipeline.schema import Document

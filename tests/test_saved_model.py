@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import LabelConfig, SegmentConfig, TrackingConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import label_documents, resolve_model
+from pipeline.label import label_documents, model_from_folder
 from pipeline.schema import COMMITMENT_PROBABILITY_COLUMNS, STRATEGY_PROBABILITY_COLUMNS
 
 SAVED = Path(__file__).parent / "fixtures" / "saved_models" / "quickstart-2026-12"
@@ -33,7 +33,7 @@ def assert_same_labels(now: pd.DataFrame, before: pd.DataFrame) -> None:
 
 
 def test_batch_labelling_with_a_model_saved_by_earlier_code_is_unchanged(tmp_path: Path) -> None:
-    model, info = resolve_model(str(MODEL))
+    model, info = model_from_folder(str(MODEL))
     cfg = LabelConfig(input=DOCUMENTS, output=tmp_path / "labelled.parquet", threads=1)
     result = label_documents(cfg, model, info, read_documents(DOCUMENTS), SegmentConfig(), show_progress=False)
     assert result.exit_code == 0

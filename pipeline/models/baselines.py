@@ -389,7 +389,7 @@ class TfidfModel(Float32Inference):
         self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
         if not self.tune_thresholds:
             return self
-        from pipeline.evaluate import tune_thresholds
+        from pipeline.metrics import tune_thresholds
 
         if self.threshold_folds > 1:
             from sklearn.base import clone

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from pipeline.config import BertSpec, EvaluateConfig
-from pipeline.evaluate import evaluate_predictions, tune_thresholds
 from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.metrics import tune_thresholds
 from pipeline.models.backbone import load_encoder, load_tokenizer, set_threads
 from pipeline.models.base import (
     EpochCallback,
@@ -46,6 +46,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.scores import evaluate_predictions
 
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"

@@ -98,7 +98,7 @@ class EnsembleModel:
             member.fit(train, dev, callbacks=[_prefixed(callback, f"member{i}.") for callback in callbacks])
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if dev and self.tune_thresholds:
-            from pipeline.evaluate import tune_thresholds
+            from pipeline.metrics import tune_thresholds
 
             ordered = in_document_order(dev)
             probabilities = self.predict_proba(sentence_texts(ordered))

@@ -15,10 +15,9 @@ from pathlib import Path
 from pipeline.config import IngestConfig
 from pipeline.io.documents import DocumentOrReject, read_documents, write_documents
 from pipeline.io.rejects import Reject, write_rejects
-from pipeline.io.screening import DUPLICATE_ID, screen_document
 from pipeline.schema import Document
-from pipeline.segment.answer import attach_answer, describe_answer
-from pipeline.segment.clean import clean_text
+from pipeline.screening import DUPLICATE_ID, screen_document
+from pipeline.segment import with_answer_metadata
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,6 @@ def _source(cfg: IngestConfig) -> tuple[Iterator[DocumentOrReject], str]:
     if cfg.source == "jsonl" and cfg.input.is_dir():
         raise ValueError(f"ingest.input {cfg.input} is a folder; source 'jsonl' expects a .jsonl(.gz) file")
     return read_documents(cfg.input), str(cfg.input)
-
-
-def with_answer_metadata(document: Document) -> Document:
-    """The document with `metadata["answer"]` set when its text is a minister's answer."""
-    return attach_answer(document, describe_answer(clean_text(document.text)))
 
 
 def screened_documents(cfg: IngestConfig, rejects: list[Reject]) -> Iterator[Document]:
