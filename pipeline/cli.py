@@ -141,7 +141,7 @@ def serve(
         err.print(f"serve: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        app_ = serving.build_app(served.pinned, cfg.max_request_bytes)
+        app_ = serving.build_app(served, cfg.max_request_bytes)
     except (MlflowException, OSError) as exc:
         err.print(f"serve: cannot load {served.requested}: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

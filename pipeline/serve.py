@@ -35,11 +35,13 @@ class ModelNotFound(LookupError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """What the server answers with: the URI asked for and the version it was pinned to at start."""
+    """What the server answers with: the URI asked for, the URI pinned at start, and for a registered model
+    its name and version (what batch labelling writes into `model_name` / `model_version`)."""
 
     requested: str
     pinned: str
     version: str | None
+    name: str | None = None
 
 
 def resolve_served_model(uri: str) -> ServedModel:
@@ -47,8 +49,11 @@ def resolve_served_model(uri: str) -> ServedModel:
 
     Raises `ModelNotFound` with one line naming the model and what the store holds instead.
     """
+    if uri.startswith("runs:/"):  # named as batch labelling names it
+        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
+        return ServedModel(requested=uri, pinned=uri, version=f"run-{run_id}", name=artifact.strip("/") or None)
     rest = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or not ("@" in rest or "/" in rest):  # runs:/, a folder, a logged model id
+    if not uri.startswith("models:/") or not ("@" in rest or "/" in rest):  # a folder, a logged model id
         return ServedModel(requested=uri, pinned=uri, version=None)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -73,7 +78,7 @@ def resolve_served_model(uri: str) -> ServedModel:
         client.get_model_version(name, str(version))
     except MlflowException:
         raise ModelNotFound(f"{uri}: model {name!r} has no version {version!r}") from None
-    return ServedModel(requested=uri, pinned=f"models:/{name}/{version}", version=str(version))
+    return ServedModel(requested=uri, pinned=f"models:/{name}/{version}", version=str(version), name=name)
 
 
 class RequestSizeLimit:
@@ -141,12 +146,22 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def build_app(model_uri: str, max_request_bytes: int) -> ASGIApp:
-    """MLflow's scoring app for the model, behind the request-size limit."""
+def build_app(served: ServedModel, max_request_bytes: int) -> ASGIApp:
+    """MLflow's scoring app for the model, behind the request-size limit.
+
+    A registered model's rows name it as batch labelling's do (registered name and version), not by the
+    logged artifact the pyfunc knows itself by.
+    """
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    from pipeline.labelling import ModelInfo
+    from pipeline.pyfunc import SentenceLabellerPyfunc
+
+    model = mlflow.pyfunc.load_model(served.pinned)
+    python_model = model.unwrap_python_model()
+    if served.name is not None and served.version is not None and isinstance(python_model, SentenceLabellerPyfunc):
+        python_model.model_info = ModelInfo(name=served.name, version=served.version, uri=served.requested)
     return RequestSizeLimit(scoring_server.init(model), max_request_bytes)
 
 

@@ -29,6 +29,7 @@ from mlflow_server import (
 
 from pipeline import pyfunc, tracking
 from pipeline.config import TfidfSpec, dump_config
+from pipeline.label import resolve_model
 
 pytestmark = pytest.mark.slow
 
@@ -110,10 +111,14 @@ def invoke(url: str, records: list[dict[str, object]]) -> requests.Response:
 
 
 def expected_rows(model_uri: str, store: tuple[Path, str], records: list[dict[str, object]]) -> pd.DataFrame:
-    """What the registered pyfunc, loaded in this process, returns for the same input."""
+    """What the registered pyfunc, loaded in this process, returns for the same input, naming the model as
+    batch labelling does (registered name and version)."""
     config_file, _ = store
     mlflow.set_tracking_uri(f"sqlite:///{config_file.parent / 'mlflow.db'}")
-    return mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame.from_records(records))
+    rows = mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame.from_records(records))
+    _, info = resolve_model(model_uri)
+    assert (info.name, info.version) == ("ct-test-labeller", "1")
+    return rows.assign(model_name=info.name, model_version=info.version)
 
 
 def assert_same_rows(response: requests.Response, expected: pd.DataFrame) -> None:
