@@ -159,6 +159,21 @@ def test_context_is_segment_b_and_mean_pooling_reads_the_sentence_only(
     assert sum(framed.sentence_mask) == n - 2  # the sentence's own tokens, no specials, no context
 
 
+def test_long_neighbours_give_way_and_only_a_sentence_too_long_alone_is_cut(
+    fitted: tuple[BertTwoHeadModel, list],
+) -> None:
+    model, _ = fitted
+    tokenizer = model.tokenizer
+    sentence = "Myndigheten samordnar arbetet med kommunerna och regionerna."
+    own = len(tokenizer(sentence, add_special_tokens=False)["input_ids"])
+    chatter = " ".join(["Hotet är allvarligt och arbetet fortsätter."] * 40)
+    max_length = own + 8
+    [framed] = encode_sentences(tokenizer, [SentenceText(sentence, chatter, chatter)], True, max_length)
+    assert len(framed.input_ids) == max_length and sum(framed.sentence_mask) == own  # context cut, sentence whole
+    [long] = encode_sentences(tokenizer, [SentenceText(chatter, sentence, "")], True, max_length)
+    assert len(long.input_ids) <= max_length and sum(long.sentence_mask) < len(tokenizer(chatter)["input_ids"])
+
+
 @given(st.lists(st.integers(1, 60), max_size=80), st.integers(1, 500))
 def test_token_budget_batches_cover_every_row_once_within_budget(lengths: list[int], budget: int) -> None:
     batches = token_budget_batches(lengths, budget)

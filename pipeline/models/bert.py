@@ -105,25 +105,42 @@ class Encoded:
 def encode_sentences(
     tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], context: bool, max_length: int
 ) -> list[Encoded]:
-    """Sentence as segment A; with `context`, "previous [SEP] next" as segment B (type 1)."""
+    """Sentence as segment A; with `context`, "previous [SEP] next" as segment B (type 1).
+
+    The neighbours give way first: segment B is cut to make room, and the sentence itself is cut only when it
+    alone does not fit (so `truncated` means the sentence was cut, never just its context).
+    """
     texts = [s.text for s in sentences]
-    if context:
-        sep = tokenizer.sep_token
-        around = [f"{s.previous} {sep} {s.next}".strip() for s in sentences]
-        batch = tokenizer(texts, around, truncation="longest_first", max_length=max_length)
-    else:
+    if not context:
         batch = tokenizer(texts, truncation=True, max_length=max_length)
-    out = []
-    for i, ids in enumerate(batch["input_ids"]):
-        sequence = batch.sequence_ids(i)
-        # The shared tokenizers do not all mark segment B with type 1, so the types are set here.
-        first_b = next((k for k, seq in enumerate(sequence) if seq == 1), len(ids))
-        types = [0] * min(first_b, len(ids)) + [1] * max(0, len(ids) - first_b)
-        if context and first_b == len(ids) and len(ids) >= 2:  # empty segment B: its closing [SEP]
-            types[-1] = 1
-        sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
-        out.append(Encoded(list(ids), types, sentence_mask))
-    return out
+        return [_encoded(batch, i, ids, context) for i, ids in enumerate(batch["input_ids"])]
+    sep = tokenizer.sep_token
+    around = [f"{s.previous} {sep} {s.next}".strip() for s in sentences]
+    own = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    out: list[Encoded | None] = [None] * len(texts)
+    for strategy, keep in (("only_second", True), ("longest_first", False)):
+        rows = [i for i, ids in enumerate(own) if (len(ids) <= room) == keep]
+        if not rows:
+            continue
+        batch = tokenizer(
+            [texts[i] for i in rows], [around[i] for i in rows], truncation=strategy, max_length=max_length
+        )
+        for k, ids in enumerate(batch["input_ids"]):
+            out[rows[k]] = _encoded(batch, k, ids, context)
+    return [e for e in out if e is not None]
+
+
+def _encoded(batch: Any, i: int, ids: list[int], context: bool) -> Encoded:
+    """One tokenized row as an `Encoded`: segment types and the mask of the sentence's own tokens."""
+    sequence = batch.sequence_ids(i)
+    # The shared tokenizers do not all mark segment B with type 1, so the types are set here.
+    first_b = next((k for k, seq in enumerate(sequence) if seq == 1), len(ids))
+    types = [0] * min(first_b, len(ids)) + [1] * max(0, len(ids) - first_b)
+    if context and first_b == len(ids) and len(ids) >= 2:  # empty segment B: its closing [SEP]
+        types[-1] = 1
+    sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
+    return Encoded(list(ids), types, sentence_mask)
 
 
 def sentence_truncated(
