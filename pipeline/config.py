@@ -300,7 +300,6 @@ class RetrainConfig(Section):
     margin: float = 0.005
     tolerance: float = 0.01  # a challenger may lose at most this much on any head's macro-F1
     eval_data: Path | None = None  # the frozen evaluation set; empty: data.dev
-    lock_file: Path = Path("runs/retrain.lock")
     state_file: Path = Path("runs/retrain_state.json")
     report: Path = Path("runs/default/retrain_report.md")
     force: bool = False

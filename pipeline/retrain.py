@@ -14,9 +14,11 @@ Exit codes (also `RetrainOutcome.exit_code`):
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -139,6 +141,26 @@ def decide_promotion(
 # --- unattended-run plumbing ----------------------------------------------------------------------------
 
 
+def retrain_lock_path(config: PipelineConfig) -> Path:
+    """One lock per tracking store and registered model, whichever config or folder a retrain starts from.
+
+    Two retrains of the same registered model must never overlap (both could move `champion`), even from
+    different configs. The lock sits next to a sqlite store's database; for a server it is a per-user file on
+    this machine (`~/.cache/ct-pipeline/locks`); retrains on different machines against one server need the
+    scheduler to keep them apart.
+    """
+    from pipeline import tracking
+
+    uri = tracking.resolve_tracking_uri(config.tracking)
+    name = config.tracking.registered_model
+    db = tracking.sqlite_path(uri)
+    store = str(db.resolve()) if db is not None else uri.rstrip("/")
+    key = hashlib.sha256(f"{store}\n{name}".encode()).hexdigest()[:16]
+    folder = db.resolve().parent if db is not None else Path.home() / ".cache" / "ct-pipeline" / "locks"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    return folder / f"retrain-{slug}-{key}.lock"
+
+
 @contextmanager
 def retrain_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive, non-blocking `flock` on `path`; the kernel drops it when the process dies."""
@@ -252,7 +274,7 @@ def retrain(config: PipelineConfig) -> RetrainOutcome:
     """One unattended retraining round; never raises, the outcome's status and exit code say what happened."""
     _ensure_stderr_logging()
     try:
-        with retrain_lock(config.retrain.lock_file):
+        with retrain_lock(retrain_lock_path(config)):
             outcome = _retrain_locked(config)
     except RetrainLocked as exc:
         outcome = RetrainOutcome(RetrainStatus.LOCKED, str(exc))

@@ -188,7 +188,6 @@ def tracked_config(
         "data": {"train": [str(train_file)], "dev": str(dev_file)},
         "evaluate": {"bootstrap_samples": 20, "top_errors": 5},
         "retrain": {
-            "lock_file": str(root / "retrain.lock"),
             "state_file": str(root / "retrain_state.json"),
             "report": str(root / "retrain_report.md"),
         },

@@ -27,6 +27,7 @@ from pipeline.retrain import (
     read_state,
     retrain,
     retrain_lock,
+    retrain_lock_path,
 )
 
 GATE = RetrainConfig(metric="commitment_macro_f1", margin=0.01, tolerance=0.02)
@@ -201,7 +202,7 @@ def test_concurrent_run_is_refused_and_a_dead_holder_frees_the_lock(
 ) -> None:
     config = config_for(tmp_path, labelled_files, MajoritySpec(), store)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(config.retrain.lock_file)],
+        [sys.executable, "-c", HOLD_LOCK, str(retrain_lock_path(config))],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     try:
@@ -213,7 +214,7 @@ def test_concurrent_run_is_refused_and_a_dead_holder_frees_the_lock(
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # a crash, not a clean exit
         holder.wait(timeout=10)
-    with retrain_lock(config.retrain.lock_file):  # the kernel released it with the process
+    with retrain_lock(retrain_lock_path(config)):  # the kernel released it with the process
         pass
 
 
@@ -242,7 +243,7 @@ def test_crash_mid_run_leaves_the_champion_untouched(
     )
     assert [r.info.status for r in failed] == ["FAILED"]
     assert "model.json" in failed[0].data.tags["retrain.error"]
-    with retrain_lock(config.retrain.lock_file):
+    with retrain_lock(retrain_lock_path(config)):
         pass
 
 
@@ -261,3 +262,23 @@ def _local_artifact_dir(store: Path, source: str) -> Path:
     found = [p for p in store.rglob(model_id) if p.is_dir()]
     assert len(found) == 1, found
     return found[0]
+
+
+def test_the_lock_is_per_tracking_store_and_registered_model(
+    tmp_path: Path, labelled_files: tuple[Path, Path], store: Path
+) -> None:
+    """Two configs (other folders, other model kinds) retraining one registered model share one lock."""
+    first = config_for(tmp_path / "first", labelled_files, MajoritySpec(), store)
+    second = config_for(tmp_path / "second", labelled_files, TfidfSpec(min_df=1), store)
+    second.tracking.registered_model = first.tracking.registered_model
+    assert retrain_lock_path(first) == retrain_lock_path(second)
+    assert retrain_lock_path(first).parent == store.resolve()
+    elsewhere = config_for(tmp_path / "elsewhere", labelled_files, MajoritySpec(), tmp_path / "other-store")
+    elsewhere.tracking.registered_model = first.tracking.registered_model
+    assert retrain_lock_path(elsewhere) != retrain_lock_path(first)  # another store: another lock
+    assert retrain_lock_path(config_for(tmp_path / "x", labelled_files, MajoritySpec(), store)) != (
+        retrain_lock_path(first)  # another registered model in the same store
+    )
+    with retrain_lock(retrain_lock_path(first)):
+        outcome = retrain(second)
+    assert outcome.status is RetrainStatus.LOCKED and not Path(second.retrain.report).exists()
