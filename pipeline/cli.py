@@ -41,12 +41,34 @@ def _config(path: Path, overrides: list[str] | None, stages: list[str]) -> Pipel
     return config
 
 
-def _stage(name: str, config_path: Path, overrides: list[str] | None) -> None:
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def _run(config: PipelineConfig, stages: list[str]) -> None:
+    """Run the stages; Ctrl-C ends with one line saying what was kept and how to go on (exit 130)."""
     from pipeline.run import run_stages
 
-    config = _config(config_path, overrides, [name])
-    outcome = run_stages(config, [name])
+    try:
+        outcome = run_stages(config, stages)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {_resume_hint(config, stages)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(outcome.exit_code)
+
+
+def _resume_hint(config: PipelineConfig, stages: list[str]) -> str:
+    hints = []
+    if "label" in stages:
+        partial = Path(config.label.output).with_name(f"{Path(config.label.output).name}.partial")
+        hints.append(f"labelling keeps its committed chunks in {partial}")
+    if "pretrain" in stages:
+        hints.append(f"pretraining keeps its last checkpoint in {config.pretrain.output_dir}")
+    kept = "; ".join(hints) + "; " if hints else ""
+    return f"{kept}rerun the same command with the same arguments to resume"
+
+
+def _stage(name: str, config_path: Path, overrides: list[str] | None) -> None:
+    _run(_config(config_path, overrides, [name]), [name])
 
 
 @app.command()
@@ -92,15 +114,21 @@ def label(
     model: Annotated[str | None, typer.Option(help="models:/<name>@champion, runs:/… or a folder.")] = None,
     input_: Annotated[Path | None, typer.Option("--input", help="Documents JSONL or a folder.")] = None,
     output: Annotated[Path | None, typer.Option(help="Output .parquet, .jsonl or .csv.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a finished output that was written with other arguments.")
+    ] = False,
 ) -> None:
     """Batch-label documents: one row per sentence plus a per-document summary; resumable.
 
-    Exit code 0 when every document was labelled, 3 when some were rejected (see the rejects file).
+    Exit code 0 when every document was labelled whole; 3 when a document was rejected or a sentence (or a
+    document over label.max_chars) was cut (see the rejects file); 2 when the arguments are refused.
     """
     overrides = list(set_ or [])
     for key, value in (("label.model", model), ("label.input", input_), ("label.output", output)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    if overwrite:
+        overrides.append("label.overwrite=true")
     _stage("label", config, overrides)
 
 
@@ -170,16 +198,13 @@ def retrain(
 @app.command()
 def run(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
     """Run the stages the config lists, in order, as one MLflow parent run with a nested run per stage."""
-    from pipeline.run import run_stages
-
     cfg = _config(config, set_, [])
     try:
         check_inputs(cfg, list(cfg.stages))
     except ConfigError as exc:
         err.print(f"[red]config error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    outcome = run_stages(cfg, list(cfg.stages))
-    raise typer.Exit(outcome.exit_code)
+    _run(cfg, list(cfg.stages))
 
 
 @annotate_app.command("export")
@@ -264,9 +289,9 @@ def main() -> None:
     _quiet_libraries()
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a stage (e.g. while importing); stages say how to resume
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class RiksdagenQuery(Section):
     max_documents: int = 100
     base_url: str = "https://data.riksdagen.se"
     cache_dir: Path = Path("runs/cache/riksdagen")
+    # listings (which documents match) change as answers are published: a cached one is used for this long;
+    # a document's text and status, once fetched, stay cached (null: listings never expire either)
+    listing_ttl_s: float | None = Field(default=3600.0, ge=0)
     requests_per_second: float = 3.0
     max_retries: int = 4
     timeout_s: float = 30.0
@@ -258,16 +261,21 @@ class EvaluateConfig(Section):
 # --- label ----------------------------------------------------------------------------------------------
 
 
+LABEL_OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
+
+
 class LabelConfig(Section):
     """Batch labelling of documents with a registered (or saved) model."""
 
     model: str = "models:/ct-sentence-labeller@champion"  # models:/ URI, runs:/ URI or a model folder
     input: Path = Path("runs/default/documents.jsonl")  # documents JSONL or a folder of files
-    output: Path = Path("runs/default/labelled_sentences.parquet")
+    output: Path = Path("runs/default/labelled_sentences.parquet")  # .parquet, .jsonl or .csv
     rejects: Path | None = None  # default: <output>.rejects.jsonl
-    chunk_documents: int = 256  # documents per committed chunk; larger chunks batch sentences with less padding
-    max_tokens_per_batch: int = 8192
-    max_chars: int = 200_000
+    # documents per committed chunk; larger chunks batch sentences with less padding
+    chunk_documents: int = Field(default=256, ge=1)
+    max_tokens_per_batch: int = Field(default=8192, ge=1)
+    max_chars: int = Field(default=200_000, ge=1)
+    overwrite: bool = False  # replace a finished output written with other arguments (--overwrite)
     # "none": float32. "dynamic-int8": int8 Linear layers. "bf16": bfloat16 autocast (float32 where the CPU
     # lacks bf16). Either faster mode is used only if, on the first sentences labelled, it changes at most
     # quantize_max_disagreement of the labels float32 gives.
@@ -275,6 +283,16 @@ class LabelConfig(Section):
     quantize_max_disagreement: float = Field(default=0.02, ge=0.0, le=1.0)
     quantize_check_sentences: int = Field(default=256, ge=1)
     threads: int | None = None
+
+    @field_validator("output")
+    @classmethod
+    def _known_format(cls, output: Path) -> Path:
+        if output.suffix.lower() not in LABEL_OUTPUT_FORMATS:
+            raise ValueError(
+                f"unknown output format {output.suffix or '(no extension)'!r}; "
+                f"use one of {', '.join(LABEL_OUTPUT_FORMATS)}"
+            )
+        return output
 
 
 # --- serve ----------------------------------------------------------------------------------------------
@@ -418,7 +436,8 @@ def _format_error(file: Path, error: ValidationError) -> str:
     elif kind == "missing":
         message = "missing required key"
     else:
-        message = f"{first['msg']} (got {first.get('input')!r})"
+        got = first.get("input")
+        message = f"{first['msg'].removeprefix('Value error, ')} (got {str(got) if isinstance(got, Path) else got!r})"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{file}: {loc}: {message}{more}"
 
@@ -429,11 +448,13 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Pipelin
     if not file.is_file():
         raise ConfigError(f"{file}: config file not found")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         raise ConfigError(f"{file}: not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:  # "all defaults" would then fail later on a default path nobody chose
+        raise ConfigError(f"{file}: the config file is empty (no settings); see configs/ for examples")
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: top level must be a mapping of sections, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [], file)

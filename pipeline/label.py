@@ -31,7 +31,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.config import ConfigError, LabelConfig, SegmentConfig
 from pipeline.io.digest import folder_digest
 from pipeline.labelling import (
     REJECTED,
@@ -90,8 +90,11 @@ class LabelResult:
         return EXIT_SOME_REJECTED if self.rejected or self.warnings else EXIT_ALL_LABELLED
 
 
-class LabelRunMismatch(RuntimeError):
-    """A partial run is on disk that was started with other arguments or another input."""
+class LabelRunMismatch(ConfigError):
+    """An interrupted or finished run with other arguments (or another input) is where this one would write.
+
+    A refusal of the arguments, not a failure: the CLI prints the one line and exits 2.
+    """
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class LabelPaths:
     summary: Path
     rejects: Path
     partial: Path
+    record: Path  # the arguments a finished output was written with
 
     @classmethod
     def for_config(cls, cfg: LabelConfig) -> LabelPaths:
@@ -114,6 +118,7 @@ class LabelPaths:
             summary=output.with_name(f"{output.stem}.summary{output.suffix}"),
             rejects=Path(cfg.rejects) if cfg.rejects else output.with_name(f"{output.stem}.rejects.jsonl"),
             partial=output.with_name(f"{output.name}.partial"),
+            record=output.with_name(f"{output.stem}.run.json"),
         )
 
 
@@ -125,7 +130,7 @@ def _run_settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig)
     return {
         "format": _FORMAT_VERSION,
         "model": asdict(info),
-        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads"}),
+        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite"}),
         "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
     }
 
@@ -156,6 +161,19 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _check_finished(paths: LabelPaths, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace a finished output written with other arguments, unless asked to."""
+    if overwrite or not (paths.output.is_file() and paths.record.is_file()) or paths.partial.exists():
+        return
+    stored = json.loads(paths.record.read_text(encoding="utf-8"))
+    changed = _differences(stored, settings)
+    if changed:
+        raise LabelRunMismatch(
+            f"{paths.output}: already written by a run with other arguments (differs in {', '.join(changed)}); "
+            "pass --overwrite (label.overwrite=true) to replace it, or choose another --output"
+        )
 
 
 def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
@@ -275,7 +293,9 @@ def label_documents(
     paths = LabelPaths.for_config(cfg)
     partial = paths.partial
     partial.parent.mkdir(parents=True, exist_ok=True)
-    _open_partial(partial, _run_settings(cfg, model_info, segment_cfg))
+    settings = _run_settings(cfg, model_info, segment_cfg)
+    _check_finished(paths, settings, cfg.overwrite)
+    _open_partial(partial, settings)
     predict = sentence_predictor(model, cfg)
     if total_documents is None and show_progress:
         total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
@@ -368,6 +388,7 @@ def _finish(partial: Path, n_chunks: int, paths: LabelPaths) -> None:
     paths.rejects.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(paths.rejects, rejects)
     write_table_parts([c / "summary.parquet" for c in chunks], SUMMARY_SCHEMA, paths.summary)
+    _write_atomic(paths.record, (partial / _MANIFEST).read_text(encoding="utf-8"))
     write_table_parts([c / "sentences.parquet" for c in chunks], SENTENCE_SCHEMA, paths.output)
 
 

@@ -165,6 +165,30 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "absent.yaml: config file not found" in result.stderr
 
 
+def test_label_settings_are_checked_with_the_config_before_any_model_loads(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("label:\n  model: models:/nowhere@champion\n", encoding="utf-8")
+    result = cli(tmp_path, "label", "-c", str(config), "--set", "label.chunk_documents=0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: {config}: label.chunk_documents: Input should be greater than or equal to 1 (got 0)"
+    )
+    result = cli(tmp_path, "label", "-c", str(config), "--output", "x.txt")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: {config}: label.output: unknown output format '.txt'; use one of .parquet, .jsonl, .csv "
+        "(got 'x.txt')"
+    )
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n", encoding="utf-8")
+    result = cli(tmp_path, "label", "-c", str(empty))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: {empty}: the config file is empty (no settings); see configs/ for examples"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_input_file_fails_before_work(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"data:\n  train: [{tmp_path}/nope.jsonl]\n  dev: {tmp_path}/nope-dev.jsonl\n")

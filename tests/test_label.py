@@ -243,6 +243,25 @@ def test_label_disagreement_counts_sentences_whose_labels_differ() -> None:
 # --- resuming -------------------------------------------------------------------------------------------
 
 
+def test_a_finished_output_is_replaced_with_other_arguments_only_when_asked(tfidf_dir: Path, tmp_path: Path) -> None:
+    model, info = resolve_model(str(tfidf_dir))
+    documents = constructed_documents(5)
+    cfg = label_config(tmp_path, "done.jsonl")
+    label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    before = cfg.output.read_bytes()
+    label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)  # the same arguments: fine
+    other = cfg.model_copy(update={"max_chars": 120})
+    with pytest.raises(
+        LabelRunMismatch, match=r"already written by a run with other arguments \(differs in label\.max_chars\)"
+    ):
+        label_documents(other, model, info, documents, SegmentConfig(), show_progress=False)
+    assert cfg.output.read_bytes() == before  # untouched
+    replaced = other.model_copy(update={"overwrite": True})
+    label_documents(replaced, model, info, documents, SegmentConfig(), show_progress=False)
+    assert cfg.output.read_bytes() != before
+    label_documents(other, model, info, documents, SegmentConfig(), show_progress=False)  # now it matches
+
+
 def test_interrupted_run_resumes_and_refuses_other_arguments(tfidf_dir: Path, tmp_path: Path) -> None:
     model, info = model_from_folder(str(tfidf_dir))
     documents = constructed_documents(20)

@@ -171,6 +171,27 @@ def test_cache_serves_the_second_run_without_requests(api: FixtureServer, tmp_pa
     assert len(api.requests) == seen + 1
 
 
+def test_listings_expire_while_document_texts_stay_cached(api: FixtureServer, tmp_path: Path) -> None:
+    import os
+    import time
+
+    query = _query(api, tmp_path, listing_ttl_s=60)
+    first = list(riksdagen_documents(query))
+    listings = [r for r in api.requests if r.startswith("/dokumentlista/")]
+    documents = [r for r in api.requests if not r.startswith("/dokumentlista/")]
+    old = time.time() - 3600  # every cached body an hour old: past the listing TTL
+    for body in (tmp_path / "cache").rglob("*.body"):
+        os.utime(body, (old, old))
+    api.requests.clear()
+    again = list(riksdagen_documents(query))
+    assert again == first
+    assert sorted(r for r in api.requests if r.startswith("/dokumentlista/")) == sorted(listings)  # refetched
+    # only the document that was never cached (its 404 is not stored) is asked for again
+    assert [r for r in api.requests if not r.startswith("/dokumentlista/")] == [
+        r for r in documents if "H8129997" in r
+    ]
+
+
 def test_retries_a_503_with_backoff_then_succeeds(api: FixtureServer, tmp_path: Path) -> None:
     api.failures["/dokumentstatus/H8129999.json"] = [(503, {}), (503, {"Retry-After": "0"})]
     client = RiksdagenClient.from_query(_query(api, tmp_path))

@@ -1,6 +1,7 @@
 """Riksdag open data: list answers to written questions (frs) and interpellations (ip), fetch their text.
 
-The client caches every successful response on disk (keyed by URL), keeps to a polite request rate,
+The client caches every successful response on disk (keyed by URL; listings for `listing_ttl_s`, document
+texts for good, since a published answer does not change), keeps to a polite request rate,
 retries transient failures (connection errors, 429, 5xx) with exponential backoff, and raises
 `RiksdagenError` naming the URL and the problem otherwise. Source: Sveriges riksdag (data.riksdagen.se).
 """
@@ -54,6 +55,7 @@ class RiksdagenClient:
         max_retries: int = 4,
         timeout_s: float = 30.0,
         backoff_s: float = 1.0,
+        listing_ttl_s: float | None = 3600.0,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -62,6 +64,7 @@ class RiksdagenClient:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
+        self.listing_ttl_s = listing_ttl_s
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "ct-policy-pipeline (research; polite client)")
         self.network_requests = 0
@@ -76,6 +79,7 @@ class RiksdagenClient:
             max_retries=query.max_retries,
             timeout_s=query.timeout_s,
             backoff_s=query.backoff_s,
+            listing_ttl_s=query.listing_ttl_s,
             session=session,
         )
 
@@ -109,11 +113,15 @@ class RiksdagenClient:
             return min(float(retry_after), _MAX_RETRY_AFTER_S)
         return self.backoff_s * 2**attempt
 
-    def get(self, path_or_url: str, params: dict[str, Any] | None = None) -> bytes:
-        """The body of a GET, from the cache when there; network failures are retried, then raised."""
+    def get(self, path_or_url: str, params: dict[str, Any] | None = None, *, max_age_s: float | None = None) -> bytes:
+        """The body of a GET, from the cache when there (and younger than `max_age_s`, when given); network
+        failures are retried, then raised."""
         url = self._url(path_or_url, params)
         cache_file = self._cache_file(url)
-        if cache_file is not None and cache_file.is_file():
+        fresh = cache_file is not None and cache_file.is_file()
+        if fresh and max_age_s is not None:
+            fresh = time.time() - cache_file.stat().st_mtime <= max_age_s
+        if fresh:
             return cache_file.read_bytes()
         problem = ""
         for attempt in range(self.max_retries + 1):
@@ -144,8 +152,10 @@ class RiksdagenClient:
         partial.write_bytes(body)
         os.replace(partial, cache_file)
 
-    def get_json(self, path_or_url: str, params: dict[str, Any] | None = None) -> Any:
-        body = self.get(path_or_url, params)
+    def get_json(
+        self, path_or_url: str, params: dict[str, Any] | None = None, *, max_age_s: float | None = None
+    ) -> Any:
+        body = self.get(path_or_url, params, max_age_s=max_age_s)
         try:
             return json.loads(body.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -173,7 +183,7 @@ class RiksdagenClient:
             seen_pages: set[str] = set()
             while page and page not in seen_pages:
                 seen_pages.add(page)
-                listing = self.get_json(page)
+                listing = self.get_json(page, max_age_s=self.listing_ttl_s)
                 block = listing.get("dokumentlista") if isinstance(listing, dict) else None
                 if not isinstance(block, dict):
                     raise RiksdagenError(f"GET {page}: no 'dokumentlista' in the response")
