@@ -187,9 +187,7 @@ def test_listings_expire_while_document_texts_stay_cached(api: FixtureServer, tm
     assert again == first
     assert sorted(r for r in api.requests if r.startswith("/dokumentlista/")) == sorted(listings)  # refetched
     # only the document that was never cached (its 404 is not stored) is asked for again
-    assert [r for r in api.requests if not r.startswith("/dokumentlista/")] == [
-        r for r in documents if "H8129997" in r
-    ]
+    assert [r for r in api.requests if not r.startswith("/dokumentlista/")] == [r for r in documents if "H8129997" in r]
 
 
 def test_retries_a_503_with_backoff_then_succeeds(api: FixtureServer, tmp_path: Path) -> None:
