@@ -118,7 +118,7 @@ class LabelPaths:
             summary=output.with_name(f"{output.stem}.summary{output.suffix}"),
             rejects=Path(cfg.rejects) if cfg.rejects else output.with_name(f"{output.stem}.rejects.jsonl"),
             partial=output.with_name(f"{output.name}.partial"),
-            record=output.with_name(f"{output.stem}.run.json"),
+            record=output.with_name(f"{output.name}.run.json"),
         )
 
 

@@ -224,7 +224,8 @@ def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[Ensemble
 
     documents = [
         Document(id="kort", text=" ".join(s.text for s in inputs[:3])),
-        Document(id="lång", text=LONG_SENTENCE),
+        # among ordinary sentences: a bare list of nouns has too few Swedish function words (not Swedish)
+        Document(id="lång", text=" ".join(s.text for s in inputs[3:6]) + " " + LONG_SENTENCE),
     ]
     cfg = LabelConfig(output=tmp_path / "out" / "ensemble.parquet", threads=1)
     info = ModelInfo(name="ensemble", version="1", uri="test")

@@ -119,13 +119,14 @@ def encode_sentences(
     own = tokenizer(texts, add_special_tokens=False)["input_ids"]
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     out: list[Encoded | None] = [None] * len(texts)
-    for strategy, keep in (("only_second", True), ("longest_first", False)):
-        rows = [i for i, ids in enumerate(own) if (len(ids) <= room) == keep]
+    # room for at least one context token: the context is cut to fit; none: no context, the sentence cut if
+    # it is longer than the room (the tokenizer cannot cut a segment down to nothing)
+    for strategy, with_context in (("only_second", True), ("only_first", False)):
+        rows = [i for i, ids in enumerate(own) if (len(ids) < room) == with_context]
         if not rows:
             continue
-        batch = tokenizer(
-            [texts[i] for i in rows], [around[i] for i in rows], truncation=strategy, max_length=max_length
-        )
+        second = [around[i] if with_context else "" for i in rows]
+        batch = tokenizer([texts[i] for i in rows], second, truncation=strategy, max_length=max_length)
         for k, ids in enumerate(batch["input_ids"]):
             out[rows[k]] = _encoded(batch, k, ids, context)
     return [e for e in out if e is not None]
