@@ -237,7 +237,9 @@ def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[Ensemble
     assert result.warnings == 1 and result.rejected == 0
 
     # Quantization is for the BERT member; an ensemble without one refuses it.
-    int8_cfg = cfg.model_copy(update={"quantize": "dynamic-int8", "quantize_max_disagreement": 1.0})  # micro model
+    int8_cfg = cfg.model_copy(  # micro model: any disagreement; its own output (other arguments)
+        update={"quantize": "dynamic-int8", "quantize_max_disagreement": 1.0, "output": tmp_path / "int8.parquet"}
+    )
     int8 = label_documents(int8_cfg, model, info, documents, SegmentConfig(), show_progress=False)
     assert int8.precision == "int8" and int8.quantization_disagreement is not None
     model.configure_inference()
