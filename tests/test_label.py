@@ -244,7 +244,7 @@ def test_label_disagreement_counts_sentences_whose_labels_differ() -> None:
 
 
 def test_a_finished_output_is_replaced_with_other_arguments_only_when_asked(tfidf_dir: Path, tmp_path: Path) -> None:
-    model, info = resolve_model(str(tfidf_dir))
+    model, info = model_from_folder(str(tfidf_dir))
     documents = constructed_documents(5)
     cfg = label_config(tmp_path, "done.jsonl")
     label_documents(cfg, model, info, documents, SegmentConfig(), show_progress=False)
