@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/serve_latency.py [--model models:/ct-sentence-labeller-quickstart@challenger]
                                                [-c configs/quickstart.yaml] [--requests 100] [--clients 4]
+                                               [--threads 1]
 
 Starts the real server (`python -m pipeline serve`, as a user would) on a free 127.0.0.1 port and posts one
 constructed answer of about 25 sentences as a document (`{"id", "text"}`), end to end: JSON encoding, HTTP on
@@ -85,10 +86,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(config: Path, model: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(config: Path, model: str, port: int, log: Path, threads: int | None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "pipeline", "serve", "-c", str(config), "--model", model, "--port", str(port)]
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -120,7 +122,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads, here and in the server (OMP_NUM_THREADS)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     configure_tracking(load_config(args.config).tracking)
     served = resolve_served_model(args.model)
@@ -128,13 +135,13 @@ def main() -> None:
     frame = pd.DataFrame([document])
     model = mlflow.pyfunc.load_model(served.pinned)
     n_sentences = len(model.predict(frame))
-    print(f"# {cpu_line()}")
+    print(f"# {cpu_line()}; torch threads: {args.threads or 'default'}")
     chars = len(document["text"])
     print(f"# {args.model} (version {served.version}); one answer: {n_sentences} sentences, {chars} chars")
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/invocations"
-    process = start_server(args.config, args.model, port, Path(f"/tmp/serve-bench-{port}.log"))
+    process = start_server(args.config, args.model, port, Path(f"/tmp/serve-bench-{port}.log"), args.threads)
     payload = {"dataframe_records": [document]}
     try:
         with requests.Session() as session:
