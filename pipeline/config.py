@@ -276,10 +276,12 @@ class LabelConfig(Section):
     max_tokens_per_batch: int = Field(default=8192, ge=1)
     max_chars: int = Field(default=200_000, ge=1)
     overwrite: bool = False  # replace a finished output written with other arguments (--overwrite)
-    # "none": float32. "dynamic-int8": int8 Linear layers. "bf16": bfloat16 autocast (float32 where the CPU
-    # lacks bf16). Either faster mode is used only if, on the first sentences labelled, it changes at most
-    # quantize_max_disagreement of the labels float32 gives.
-    quantize: Literal["none", "dynamic-int8", "bf16"] = "none"
+    # "auto": the fastest path stored with the BERT model that passed its agreement check when the model was
+    # trained (ONNX Runtime int8 or float32, `inference.json` in the model folder); float32 with a one-line
+    # notice where there is none or it cannot run here. "none": PyTorch float32. "dynamic-int8": int8 Linear
+    # layers. "bf16": bfloat16 autocast (float32 where the CPU lacks bf16). These two are used only if, on the
+    # first sentences labelled, they change at most quantize_max_disagreement of the labels float32 gives.
+    quantize: Literal["auto", "none", "dynamic-int8", "bf16"] = "auto"
     quantize_max_disagreement: float = Field(default=0.02, ge=0.0, le=1.0)
     quantize_check_sentences: int = Field(default=256, ge=1)
     threads: int | None = None

@@ -52,14 +52,17 @@ Predictor = Callable[[Sequence[SentenceText]], HeadProbabilities]
 
 
 # label.quantize -> the model's precision
-_PRECISION = {"none": "float32", "dynamic-int8": "int8", "bf16": "bf16"}
+_PRECISION = {"auto": "auto", "none": "float32", "dynamic-int8": "int8", "bf16": "bf16"}
 
 
 def sentence_predictor(model: SentenceModel, cfg: LabelConfig) -> Predictor:
     """Configure the model's inference as `cfg` says and return its `predict_proba`, errors named by config key."""
     try:
+        precision = _PRECISION[cfg.quantize]
+        if precision == "auto" and "auto" not in model.precisions:  # no stored fast path for this kind
+            precision = "float32"
         model.configure_inference(
-            _PRECISION[cfg.quantize],
+            precision,
             cfg.threads,
             max_tokens_per_batch=cfg.max_tokens_per_batch,
             check_sentences=cfg.quantize_check_sentences,

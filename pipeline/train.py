@@ -46,6 +46,11 @@ def fit_and_save(
     model = build_model(spec)
     model.fit(train, dev, callbacks=callbacks)
     model.save(folder)
+    if dev:  # fast inference paths for BERT, checked against float32 once, here, not at every labelling run
+        from pipeline.models.agreement import prepare_saved_model
+
+        for card in prepare_saved_model(model, folder, dev):
+            console.print(f"[bold]train[/bold] inference path for labelling: {card['default']}")
     return folder
 
 

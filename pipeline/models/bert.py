@@ -9,6 +9,7 @@ such as the `pipeline pretrain` output; a masked-LM checkpoint loses its MLM hea
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from pipeline.schema import (
 )
 from pipeline.scores import evaluate_predictions
 
+logger = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"
 _SHOWN_METRICS = ("train_loss", "dev_mean_macro_f1")
@@ -269,7 +271,8 @@ class BertTwoHeadModel:
     """The SentenceModel for BERT: `fit` fine-tunes backbone and both heads; `save`/`load` an HF folder."""
 
     kind = "bert"
-    precisions: tuple[str, ...] = ("float32", *LOWER_PRECISIONS)
+    # "auto": the fastest stored path that passed its agreement check (pipeline.models.agreement), else float32
+    precisions: tuple[str, ...] = ("float32", "auto", *LOWER_PRECISIONS)
 
     def __init__(self, spec: BertSpec | None = None) -> None:
         self.spec = spec or BertSpec()
@@ -473,6 +476,9 @@ class BertTwoHeadModel:
         if precision not in self.precisions:
             raise ValueError(f"bert model: unknown precision {precision!r}; choose one of {list(self.precisions)}")
         set_threads(threads)
+        if precision == "auto":
+            self._use_stored_fast_path(threads, max_tokens_per_batch)
+            return
         lower = None
         if precision != "float32":
             self._check_ready()
@@ -483,6 +489,23 @@ class BertTwoHeadModel:
             max_tokens_per_batch=max_tokens_per_batch,
             check_sentences=check_sentences,
             max_disagreement=max_disagreement,
+        )
+
+    def _use_stored_fast_path(self, threads: int | None, max_tokens_per_batch: int | None) -> None:
+        """The path stored with the model that passed its agreement check; float32 (one notice) otherwise.
+
+        The check was paid when the model was trained, so none runs here: a short batch starts at full speed.
+        """
+        from pipeline.models.agreement import fast_path
+
+        precision, network, notice, disagreement = fast_path(getattr(self, "folder_", None), threads)
+        if network is None:
+            logger.warning("%s", notice)
+        self._inference = _InferenceSettings(
+            precision=precision,
+            network=network,
+            max_tokens_per_batch=max_tokens_per_batch,
+            disagreement=disagreement,  # as measured on dev sentences when the model was trained
         )
 
     def inference_report(self) -> InferenceReport:
@@ -579,4 +602,5 @@ class BertTwoHeadModel:
         model.max_length_ = int(card.get("max_length", model.max_length_))
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
         model.history_ = list(card.get("history", []))
+        model.folder_ = path  # where the stored fast inference paths are (pipeline.models.agreement)
         return model
