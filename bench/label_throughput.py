@@ -1,32 +1,31 @@
-"""Labelling throughput: `label_documents` against a transformers `pipeline("text-classification")` loop.
+"""Labelling throughput: the label stage against a transformers `pipeline("text-classification")` loop.
 
     python bench/label_throughput.py [--shapes small,base] [--threads 2] [--repeats 2]
-                                     [--small-sentences 800,4000] [--base-sentences 600]
+                                     [--small-sentences 800,3200] [--base-sentences 600]
 
-Same model weights, same sentences, same thread count, in one process. For each model shape:
+Same model weights, same sentences, same thread count, in one process; the CPU's SIMD flags are printed. Each
+model is first prepared as the train stage prepares it (`prepare_fast_inference`: ONNX export, fusion, int8,
+per-head agreement with float32 on dev sentences, `inference.json`), timed apart. For each model shape:
 
 - `hf-pipeline`: transformers `pipeline("text-classification")`, batch 32, truncation to 128 tokens, over the
   sentences in document order (a `BertForSequenceClassification` on the same encoder weights);
-- `predict_proba` / `predict int8` / `predict bf16`: the model's own length-sorted, token-budget batching,
-  inference only (steady state, no agreement check), in float32, with the Linear layers dynamically quantized
-  to int8, and under bf16 autocast;
-- `label fp32` / `label int8` / `label bf16`: the whole stage (segmentation, duplicate caching, inference,
-  chunk commits, final parquet); the int8 and bf16 stages include their one-off agreement check (the first
-  `label.quantize_check_sentences` sentences, 256 by default, labelled in both precisions); `… c64` is the
-  same stage with the check on 64 sentences.
+- `predict fp32` / `predict onnx-fp32` / `predict onnx-int8`: inference only, the model's own length-sorted
+  token-budget batching, in PyTorch float32 and with each ONNX Runtime graph (whether or not its check passed);
+- `label none` / `label auto`: the whole stage (segmentation, duplicate caching, inference, chunk commits,
+  final parquet) in PyTorch float32 and with the default settings (the stored path that passed its check).
 
 Sentences/s is best of `--repeats` (the machine may be shared); peak RSS is sampled during each variant. With
 PIPELINE_SHARED_DIR set, the sentences are gold sentences joined into their documents, one sentence a line:
 the dev documents, then (past the 816 dev sentences) train documents, as a day's larger batch; the small shape
-is the shared `sv-bert-mini-cpu` backbone fine-tuned for one epoch on the first `--fit-sentences` gold train
-sentences, so agreement with float32 is measured on a (briefly) trained model; otherwise constructed
-sentences, random weights and a tokenizer trained here. The base shape (12 x 768, BERT-base) always has
-random weights: a speed test only.
+is the shared `sv-bert-mini-cpu-v2` backbone fine-tuned for one epoch on the first `--fit-sentences` gold
+train sentences and checked on the first 816 dev sentences; otherwise constructed sentences, random weights
+and a tokenizer trained here. The base shape (12 x 768, BERT-base) always has random weights: a speed test.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -38,28 +37,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 import torch
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
 from pipeline.label import label_documents, model_from_folder
+from pipeline.models.agreement import cpu_flags, head_agreement, prepare_fast_inference
 from pipeline.models.backbone import quiet_transformers
-from pipeline.models.base import label_disagreement
 from pipeline.models.bert import BertTwoHeadModel
-from pipeline.models.bert_inference import bf16_supported
-from pipeline.schema import (
-    COMMITMENT_LABELS,
-    STRATEGY_LABELS,
-    Document,
-    HeadProbabilities,
-    LabelledSentence,
-    with_context,
-)
+from pipeline.models.onnx_runtime import OnnxTwoHeadNetwork, export_float_graph, quantize_int8
+from pipeline.schema import Document, LabelledSentence, SentenceText
 
 SHAPES = {
     "small": {
@@ -138,7 +129,7 @@ def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
     """A BertForMaskedLM folder of the given shape: the shared small backbone, or random weights."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    shared_small = shared / "models" / "sv-bert-mini-cpu" if shared else None
+    shared_small = shared / "models" / "sv-bert-mini-cpu-v2" if shared else None
     folder = root / f"backbone-{shape}"
     if shape == "small" and shared_small and shared_small.is_dir():
         return shared_small
@@ -223,11 +214,14 @@ def peak_rss() -> Iterator[list[int]]:
 class Variant:
     name: str
     run: Callable[[], int]  # returns how many sentences it labelled
+    setup: Callable[[], None] | None = None  # run before each measurement, not timed
     seconds: list[float] = field(default_factory=list)
     peak_mb: float = 0.0
     sentences: int = 0
 
     def measure(self) -> None:
+        if self.setup is not None:
+            self.setup()
         with peak_rss() as peak:
             started = time.perf_counter()
             self.sentences = self.run()
@@ -239,6 +233,12 @@ class Variant:
         return self.sentences / min(self.seconds)
 
 
+def onnx_graphs(model: BertTwoHeadModel, folder: Path) -> dict[str, Path]:
+    """Both ONNX graphs of the model (the model folder keeps only the one its check chose)."""
+    fp32 = export_float_graph(model.network_, folder)
+    return {"onnx-fp32": fp32, "onnx-int8": quantize_int8(fp32)}
+
+
 def bench_shape(
     shape: str,
     root: Path,
@@ -248,21 +248,18 @@ def bench_shape(
     repeats: int,
     fit_sentences: int,
 ) -> list[dict]:
-    """One model of `shape`, measured on each input size (the one-off costs weigh less on larger inputs)."""
+    """One model of `shape`, prepared as training prepares it, measured on each input size."""
     model_dir = build_model(shape, root, shared, fit_sentences)
-    model, info = model_from_folder(str(model_dir))
-    labeller, _ = model_from_folder(str(model_dir))  # the label stage sets its model's precision run by run
+    model, _ = model_from_folder(str(model_dir))
+    dev_docs = gold_documents(shared, 816) if shared and shape == "small" else constructed_documents(400, seed=5)
+    dev = [SentenceText(text=t) for d in dev_docs for t in d.text.split("\n") if t.strip()]
+    started = time.perf_counter()
+    card = prepare_fast_inference(model, model_dir, dev)
+    card["prepare_seconds"] = round(time.perf_counter() - started, 1)
+    graphs = onnx_graphs(model, root / f"graphs-{shape}")
     classify = hf_classifier(model_dir)
-    quantized, _ = model_from_folder(str(model_dir))
-    quantized.configure_inference("int8", threads, max_disagreement=1.0)
-    bf16 = None
-    if bf16_supported(model.device):
-        bf16, _ = model_from_folder(str(model_dir))
-        bf16.configure_inference("bf16", threads, max_disagreement=1.0)
     return [
-        bench_size(
-            shape, root, shared, n, threads, repeats, fit_sentences, model, labeller, info, classify, quantized, bf16
-        )
+        bench_size(shape, root, shared, n, threads, repeats, fit_sentences, model_dir, model, classify, graphs, card)
         for n in sizes
     ]
 
@@ -275,77 +272,62 @@ def bench_size(
     threads: int,
     repeats: int,
     fit_sentences: int,
+    model_dir: Path,
     model: BertTwoHeadModel,
-    labeller: BertTwoHeadModel,
-    info: object,
     classify: Callable[[list[str]], list],
-    quantized: BertTwoHeadModel,
-    bf16: BertTwoHeadModel | None,
+    graphs: dict[str, Path],
+    card: dict,
 ) -> dict:
     documents = gold_documents(shared, n_sentences) if shared else constructed_documents(n_sentences)
     segment_cfg = SegmentConfig()
     out = root / f"out-{shape}"
 
-    def label(quantize: str, check: int = LabelConfig().quantize_check_sentences) -> Callable[[], int]:
+    def label(quantize: str) -> Variant:
+        fresh: list = []
+
+        def setup() -> None:  # the label stage may swap the model's network: a fresh copy each run
+            fresh[:] = model_from_folder(str(model_dir))
+
         def run() -> int:
             shutil.rmtree(out, ignore_errors=True)
-            cfg = LabelConfig(
-                output=out / f"{quantize}.parquet",
-                threads=threads,
-                quantize=quantize,
-                quantize_check_sentences=check,
-                quantize_max_disagreement=1.0,  # measured and reported below, not enforced in a speed test
-            )
-            return label_documents(cfg, labeller, info, documents, segment_cfg, show_progress=False).sentences
+            cfg = LabelConfig(output=out / f"{quantize}.parquet", threads=threads, quantize=quantize)
+            result = label_documents(cfg, fresh[0], fresh[1], documents, segment_cfg, show_progress=False)
+            fresh.append(result.precision)
+            return result.sentences
 
-        return run
+        return Variant(f"label {quantize}", run, setup=setup)
 
     # The stage's own sentences are what every variant labels.
-    label("none")()
+    first = label("none")
+    first.setup()
+    first.run()
     rows = pd.read_parquet(out / "none.parquet")
     texts = list(rows.text)
-    inputs = with_context(zip(rows.doc_id, rows.text, strict=True))
+    inputs = [SentenceText(text=t) for t in texts]
+    fast = {name: onnx_model(model, graph, threads) for name, graph in graphs.items()}
+    auto = label("auto")
     variants = [
         Variant("hf-pipeline", lambda: len(classify(texts))),
-        Variant("predict_proba", lambda: len(model.predict_proba(inputs).commitment)),
-        Variant("predict int8", lambda: len(quantized.predict_proba(inputs).commitment)),
-        *([Variant("predict bf16", lambda: len(bf16.predict_proba(inputs).commitment))] if bf16 else []),
-        Variant("label fp32", label("none")),
-        Variant("label int8", label("dynamic-int8")),
-        *([Variant("label bf16", label("bf16"))] if bf16 else []),
-        Variant("label int8 c64", label("dynamic-int8", 64)),
-        *([Variant("label bf16 c64", label("bf16", 64))] if bf16 else []),
+        Variant("predict fp32", lambda: len(model.predict_proba(inputs).commitment)),
+        *[Variant(f"predict {name}", _predictor(m, inputs)) for name, m in fast.items()],
+        label("none"),
+        auto,
     ]
     for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every variant alike
         for variant in variants:
             variant.measure()
 
-    strategy = [f"p_{label}" for label in STRATEGY_LABELS]
-    commitment = [f"p_{label}" for label in COMMITMENT_LABELS]
-
-    def heads(frame: pd.DataFrame) -> HeadProbabilities:
-        return HeadProbabilities(frame[strategy].to_numpy(), frame[commitment].to_numpy(), model.strategy_thresholds_)
-
-    label("none")()
-    fp32 = pd.read_parquet(out / "none.parquet")
-    agreement = {}
-    for quantize in ("dynamic-int8", "bf16") if bf16 else ("dynamic-int8",):
-        label(quantize)()
-        low = pd.read_parquet(out / f"{quantize}.parquet")
-        max_dp = np.abs(fp32[strategy + commitment].to_numpy() - low[strategy + commitment].to_numpy()).max()
-        agreement[quantize] = {
-            "label_disagreement": round(label_disagreement(heads(fp32), heads(low)), 4),
-            "max_abs_dp": round(float(max_dp), 4),
-        }
-
+    reference = model.predict_proba(inputs)
+    agreement = {name: asdict(head_agreement(reference, m.predict_proba(inputs))) for name, m in fast.items()}
     baseline = variants[0].rate
     return {
         "shape": shape,
-        "weights": f"sv-bert-mini-cpu, fine-tuned 1 epoch on {fit_sentences} gold train sentences"
+        "weights": f"sv-bert-mini-cpu-v2, fine-tuned 1 epoch on {fit_sentences} gold train sentences"
         if shape == "small" and shared
         else "random",
         "sentences": len(texts),
-        "distinct": len(set(inputs)),
+        "distinct": len(set(texts)),
+        "default_precision": card["default"],
         "variants": [
             {
                 "name": v.name,
@@ -355,9 +337,21 @@ def bench_size(
             }
             for v in variants
         ],
-        "agreement_with_fp32": agreement,
+        "stored_agreement_on_dev": {k: v for k, v in card["paths"].items()},
+        "agreement_with_fp32_on_this_input": agreement,
+        "prepare_seconds": card["prepare_seconds"],
         "median_seconds": {v.name: round(statistics.median(v.seconds), 2) for v in variants},
     }
+
+
+def onnx_model(model: BertTwoHeadModel, graph: Path, threads: int) -> BertTwoHeadModel:
+    fast = copy.copy(model)
+    fast.network_ = OnnxTwoHeadNetwork(graph, model.spec.pooling, threads)
+    return fast
+
+
+def _predictor(model: BertTwoHeadModel, inputs: list[SentenceText]) -> Callable[[], int]:
+    return lambda: len(model.predict_proba(inputs).commitment)
 
 
 def main() -> None:
@@ -365,7 +359,7 @@ def main() -> None:
     parser.add_argument("--shapes", default="small,base")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--small-sentences", default="800,4000", help="comma-separated input sizes")
+    parser.add_argument("--small-sentences", default="800,3200", help="comma-separated input sizes")
     parser.add_argument("--base-sentences", default="600", help="comma-separated input sizes")
     parser.add_argument("--fit-sentences", type=int, default=1000, help="gold train sentences for the small model")
     args = parser.parse_args()
@@ -375,6 +369,7 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {psutil.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}, shared data: {shared}"
     )
+    print(f"CPU flags: {' '.join(cpu_flags()) or '(none of avx2/avx512/amx)'}")
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         for shape in args.shapes.split(","):
             sizes = [int(n) for n in (args.small_sentences if shape == "small" else args.base_sentences).split(",")]
@@ -384,13 +379,14 @@ def main() -> None:
                     f"{result['weights']}): {result['sentences']} sentences, {result['distinct']} distinct, "
                     f"load average {os.getloadavg()[0]:.2f}"
                 )
-                print(f"{'variant':<15}{'sentences/s':>12}{'x hf-pipeline':>15}{'peak RSS MB':>13}")
+                print(f"default precision (stored check): {result['default_precision']}")
+                print(f"{'variant':<20}{'sentences/s':>12}{'x hf-pipeline':>15}{'peak RSS MB':>13}")
                 for v in result["variants"]:
-                    print(f"{v['name']:<15}{v['per_s']:>12.1f}{v['ratio']:>15.2f}{v['peak_mb']:>13}")
-                for mode, a in result["agreement_with_fp32"].items():
+                    print(f"{v['name']:<20}{v['per_s']:>12.1f}{v['ratio']:>15.2f}{v['peak_mb']:>13}")
+                for mode, a in result["agreement_with_fp32_on_this_input"].items():
                     print(
-                        f"{mode} vs fp32: labels differ on {a['label_disagreement']:.2%} of sentences, "
-                        f"max |dp| {a['max_abs_dp']:.4f}"
+                        f"{mode} vs fp32 on this input: commitment changed {a['commitment_changed']:.2%}, "
+                        f"strategy changed {a['strategy_changed']:.2%}"
                     )
                 print(json.dumps(result))
     print(f"\nprocess peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import label_documents, resolve_model
+from pipeline.label import label_documents, model_from_folder
 from pipeline.models.agreement import (
     INFERENCE_CARD,
     head_agreement,
@@ -68,7 +68,7 @@ def documents() -> list[Document]:
 
 
 def label(folder: Path, out: Path, quantize: str = "auto") -> tuple[pd.DataFrame, str]:
-    model, info = resolve_model(str(folder))
+    model, info = model_from_folder(str(folder))
     cfg = LabelConfig(output=out, threads=1, quantize=quantize)
     result = label_documents(cfg, model, info, documents(), SegmentConfig(), show_progress=False)
     return pd.read_parquet(out), result.precision
