@@ -204,3 +204,28 @@ def test_a_minutes_budget_stops_early(tmp_path: Path, corpus: Path) -> None:
     result = pretrain_backbone(micro_config(corpus, tmp_path / "bb", max_steps=100_000, max_minutes=0.1))
     assert 0 < result.steps < 100_000
     assert latest_checkpoint(tmp_path / "bb").name == f"step-{result.steps:08d}"  # the last step is kept
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle that would create `marker` if unpickled: what a tampered checkpoint could carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_loads_no_code_from_a_checkpoint(tmp_path: Path, corpus: Path) -> None:
+    import pickle
+
+    out = tmp_path / "bb"
+    checkpoint = out / "checkpoints" / "step-00000010"
+    checkpoint.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save(
+        {"step": 10, "fingerprint": "x", "payload": _RunsCodeWhenUnpickled(marker)}, checkpoint / "training_state.pt"
+    )
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        pretrain_backbone(micro_config(corpus, out, max_steps=20))
+    assert not marker.exists()

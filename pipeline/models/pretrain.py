@@ -409,7 +409,8 @@ def _resume(
     checkpoint = latest_checkpoint(Path(cfg.output_dir))
     if checkpoint is None:
         return 0
-    state = torch.load(checkpoint / TRAINING_STATE, weights_only=False)
+    # weights_only: tensors, numbers, strings and containers only; a tampered file cannot run code on load
+    state = torch.load(checkpoint / TRAINING_STATE, weights_only=True)
     if state["fingerprint"] != _data_fingerprint(cfg):
         raise ValueError(
             f"{checkpoint}: written by a run with other corpus/size/batch settings; use a new "
