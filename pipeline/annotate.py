@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.io.atomic import atomic_path
+from pipeline.io.jsonl import BadLine, read_jsonl
 from pipeline.labelled_data import (
     DataProblem,
     LabelledDataError,
@@ -153,23 +154,20 @@ def export_for_annotation(
 
 def read_sentences(path: Path | str) -> list[LabelledSentence | Sentence]:
     """Sentences to export from a JSONL file: segmenter output (`Sentence`) or labelled sentences."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: sentences file not found")
     out: list[LabelledSentence | Sentence] = []
     problems: list[DataProblem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-                kind = LabelledSentence if isinstance(record, dict) and "commitment" in record else Sentence
-                out.append(kind.model_validate(record))
-            except (json.JSONDecodeError, ValidationError) as exc:
-                problems.append(DataProblem(str(path), number, f"not a sentence: {str(exc).splitlines()[0]}"))
+    for number, record in read_jsonl(path):
+        if isinstance(record, BadLine):
+            problems.append(DataProblem(str(path), number, f"not a sentence: {record.reason}"))
+            continue
+        try:
+            kind = LabelledSentence if isinstance(record, dict) and "commitment" in record else Sentence
+            out.append(kind.model_validate(record))
+        except ValidationError as exc:
+            problems.append(DataProblem(str(path), number, f"not a sentence: {str(exc).splitlines()[0]}"))
     if problems:
         raise LabelledDataError(problems)
     return out
@@ -363,9 +361,8 @@ def import_annotations(
             [DataProblem(str(annotations), 0, f"document {d!r} already belongs to {taken[d]}") for d in clashes]
         )
 
-    temporary = labelled.with_name(labelled.name + ".tmp")
-    write_labelled(merged, temporary)
-    os.replace(temporary, labelled)
+    with atomic_path(labelled) as temporary:
+        write_labelled(merged, temporary)
     return ImportResult(path=labelled, unannotated=read.unannotated, total=len(merged), **counts)
 
 

@@ -222,7 +222,7 @@ def annotate_export(
 
     loaded = None
     if model is not None:
-        from pipeline.tracking import resolve_model
+        from pipeline.registry import resolve_model
 
         loaded, _ = resolve_model(model)
     count = export_annotation_file(sentences, output, model=loaded, include_labels=with_labels, limit=limit)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, LabelConfig, SegmentConfig
+from pipeline.io.atomic import atomic_path, write_text_atomic
 from pipeline.io.digest import folder_digest
 from pipeline.labelling import (
     REJECTED,
@@ -154,15 +154,6 @@ def _chunk_digest(items: Sequence[object]) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _check_finished(paths: LabelPaths, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse to replace a finished output written with other arguments, unless asked to."""
     if overwrite or not (paths.output.is_file() and paths.record.is_file()) or paths.partial.exists():
@@ -192,7 +183,7 @@ def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
         if partial.exists():  # killed before its manifest was written: nothing in it was committed
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
-        _write_atomic(manifest, json.dumps(settings, indent=2, sort_keys=True))
+        write_text_atomic(manifest, json.dumps(settings, indent=2, sort_keys=True))
     for leftover in partial.glob(".chunk-*.tmp"):  # a chunk that was being written when the run was killed
         shutil.rmtree(leftover)
 
@@ -203,12 +194,6 @@ def _chunk_dir(partial: Path, k: int) -> Path:
 
 def _commit_chunk(partial: Path, k: int, tables: LabelledBatch, digest: str) -> dict[str, Any]:
     """Write one chunk to a temporary folder and rename it into place: a chunk is whole or absent."""
-    tmp = partial / f".chunk-{k:06d}.tmp"
-    tmp.mkdir()
-    pq.write_table(tables.sentences, tmp / "sentences.parquet")
-    pq.write_table(tables.summary, tmp / "summary.parquet")
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tables.rejects)
-    (tmp / "rejects.jsonl").write_text(lines, encoding="utf-8")
     card = {
         "digest": digest,
         "documents": tables.documents,
@@ -217,11 +202,13 @@ def _commit_chunk(partial: Path, k: int, tables: LabelledBatch, digest: str) -> 
         "rejected": tables.rejected,
         "warnings": tables.warnings,
     }
-    (tmp / _CHUNK_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
-    for file in tmp.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
-    os.rename(tmp, _chunk_dir(partial, k))
+    with atomic_path(_chunk_dir(partial, k)) as tmp:
+        tmp.mkdir()
+        pq.write_table(tables.sentences, tmp / "sentences.parquet")
+        pq.write_table(tables.summary, tmp / "summary.parquet")
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tables.rejects)
+        (tmp / "rejects.jsonl").write_text(lines, encoding="utf-8")
+        (tmp / _CHUNK_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     return card
 
 
@@ -386,16 +373,22 @@ def _finish(partial: Path, n_chunks: int, paths: LabelPaths) -> None:
     chunks = [_chunk_dir(partial, k) for k in range(n_chunks)]
     rejects = "".join((c / "rejects.jsonl").read_text(encoding="utf-8") for c in chunks)
     paths.rejects.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(paths.rejects, rejects)
+    write_text_atomic(paths.rejects, rejects)
     write_table_parts([c / "summary.parquet" for c in chunks], SUMMARY_SCHEMA, paths.summary)
-    _write_atomic(paths.record, (partial / _MANIFEST).read_text(encoding="utf-8"))
+    write_text_atomic(paths.record, (partial / _MANIFEST).read_text(encoding="utf-8"))
     write_table_parts([c / "sentences.parquet" for c in chunks], SENTENCE_SCHEMA, paths.output)
 
 
 def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) -> None:
     """Stream parquet parts into one .parquet, .jsonl or .csv file, written aside and renamed into place."""
-    tmp = target.with_name(f".{target.name}.tmp")
     suffix = target.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"{target}: unknown format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    with atomic_path(target) as tmp:
+        _write_parts(parts, schema, tmp, suffix)
+
+
+def _write_parts(parts: Sequence[Path], schema: pa.Schema, tmp: Path, suffix: str) -> None:
     if suffix == ".parquet":
         with pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
@@ -404,23 +397,18 @@ def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) ->
         with pa_csv.CSVWriter(tmp, schema) as writer:
             for part in parts:
                 writer.write_table(pq.read_table(part, schema=schema))
-    elif suffix == ".jsonl":
+    else:
         with open(tmp, "w", encoding="utf-8") as handle:
             for part in parts:
                 for row in pq.read_table(part, schema=schema).to_pylist():
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        raise ValueError(f"{target}: unknown format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
 
 
 # --- finding the model ----------------------------------------------------------------------------------
 
 
 def model_from_folder(path: str | Path) -> tuple[SentenceModel, ModelInfo]:
-    """Load a saved model folder; its version is a digest of its files (registry URIs: `tracking.resolve_model`)."""
+    """Load a saved model folder; its version is a digest of its files (registry URIs: `registry.resolve_model`)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"label.model {str(path)!r}: no such model folder, and not a models:/ or runs:/ URI")

@@ -12,11 +12,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.io.jsonl import BadLine, read_jsonl
 from pipeline.schema import LabelledSentence, SentenceText, with_context
 
 if TYPE_CHECKING:
@@ -62,17 +63,13 @@ def _describe(error: ValidationError) -> list[str]:
 Numbered = list[tuple[int, LabelledSentence]]
 
 
-def _parse_numbered(lines: Iterable[str], source: str) -> tuple[Numbered, list[DataProblem]]:
+def _parse_numbered(records: Iterable[tuple[int, Any]], source: str) -> tuple[Numbered, list[DataProblem]]:
     good: list[tuple[int, LabelledSentence]] = []
     problems: list[DataProblem] = []
     first_line_of: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append(DataProblem(source, number, f"bad JSON: {exc.msg} at column {exc.colno}"))
+    for number, record in records:
+        if isinstance(record, BadLine):
+            problems.append(DataProblem(source, number, f"bad JSON: {record.reason}"))
             continue
         if not isinstance(record, dict):
             message = f"expected a JSON object, got {type(record).__name__}"
@@ -99,8 +96,7 @@ def _parse_numbered(lines: Iterable[str], source: str) -> tuple[Numbered, list[D
 def _read_numbered(path: Path) -> tuple[Numbered, list[DataProblem]]:
     if not path.is_file():
         return [], [DataProblem(str(path), 0, "file not found")]
-    with path.open(encoding="utf-8") as handle:
-        return _parse_numbered(handle, str(path))
+    return _parse_numbered(read_jsonl(path), str(path))
 
 
 def check_labelled_file(path: Path | str) -> tuple[list[LabelledSentence], list[DataProblem]]:

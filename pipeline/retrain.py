@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.config import PipelineConfig, RetrainConfig, TfidfSpec
+from pipeline.io.atomic import write_text_atomic
 from pipeline.models.base import SentenceModel
 from pipeline.schema import LabelledSentence
 
@@ -205,11 +206,7 @@ def read_state(path: Path) -> dict[str, object]:
 
 def write_state(path: Path, state: Mapping[str, object]) -> None:
     """Atomic replace, so a crash never leaves half a state file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(dict(state), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(Path(path), json.dumps(dict(state), indent=2))
 
 
 def last_completed(config: PipelineConfig) -> dict[str, object]:
@@ -218,18 +215,11 @@ def last_completed(config: PipelineConfig) -> dict[str, object]:
     state = read_state(config.retrain.state_file)
     if state.get("data_digest"):
         return state
-    import mlflow
+    from pipeline import tracking
 
-    runs = mlflow.search_runs(
-        experiment_names=[config.experiment_name()],
-        filter_string="attributes.status = 'FINISHED' and tags.`retrain.data_digest` != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    if not runs:
+    run = tracking.last_finished_run(config.experiment_name(), "retrain.data_digest")
+    if run is None:
         return {}
-    run = runs[0]
     finished = datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC)
     return {
         "data_digest": run.data.tags["retrain.data_digest"],
@@ -317,9 +307,7 @@ def _baseline_spec(config: PipelineConfig) -> TfidfSpec:
 
 
 def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
-    import mlflow
-
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     cfg = config.retrain
     name = config.tracking.registered_model
@@ -336,14 +324,14 @@ def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
             RetrainStatus.SKIPPED,
             f"labelled data unchanged since {last.get('finished_at', 'the last run')} "
             f"(digest {digest[:12]}); nothing to do (use --force to retrain anyway)",
-            champion_version=tracking.get_alias_version(name, tracking.CHAMPION),
+            champion_version=registry.get_alias_version(name, registry.CHAMPION),
         )
 
     with tracking.pipeline_run(config, run_name="retrain") as run, tempfile.TemporaryDirectory() as tmp:
         try:
             return _train_score_decide(config, run.info.run_id, Path(tmp), train, dev, frozen, eval_path, digest)
         except Exception as exc:  # the run is marked FAILED by MLflow; say why where a reviewer looks
-            mlflow.set_tag("retrain.error", f"{type(exc).__name__}: {exc}"[:5000])
+            tracking.set_tags({"retrain.error": f"{type(exc).__name__}: {exc}"[:5000]})
             raise
 
 
@@ -357,16 +345,14 @@ def _train_score_decide(
     eval_path: Path,
     digest: str,
 ) -> RetrainOutcome:
-    import mlflow
-
-    from pipeline import tracking
+    from pipeline import registry, tracking
     from pipeline.models.base import load_model
     from pipeline.models.factory import build_model
     from pipeline.train import fit_and_save
 
     cfg = config.retrain
     name = config.tracking.registered_model
-    mlflow.set_tags({"stage": "retrain", "retrain.data_digest": digest})
+    tracking.set_tags({"stage": "retrain", "retrain.data_digest": digest})
     tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
     tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
     tracking.log_dataset(frozen, "eval", "eval", eval_path)
@@ -376,24 +362,28 @@ def _train_score_decide(
             config.train.model, train, dev, tmp / "challenger", callbacks=[tracking.epoch_logger()]
         )
         challenger = load_model(challenger_dir)  # score exactly what gets registered
-        card = tracking.write_model_card(
-            name=f"{name} (retrain challenger)",
+        _, version = registry.publish_model(
+            challenger_dir,
+            artifact="model",
+            title=f"{name} (retrain challenger)",
             kind=config.train.model.kind,
+            segment_cfg=config.segment,
             data={"train": f"{len(train)} sentences", "dev": f"{len(dev)} sentences"},
             metrics=score(challenger, dev, config, "dev", tmp / "dev", log_files=False),
+            registered_model=name,
+            tags={"source": "retrain", "data_digest": digest[:16]},
         )
-        info = tracking.log_sentence_model(challenger_dir, "model", config.segment, card=card)
-        version = tracking.register(info.model_uri, name, tags={"source": "retrain", "data_digest": digest[:16]})
-    log.info("registered %s version %d as %s", name, version, tracking.CHALLENGER)
+        assert version is not None  # registered_model was given
+    log.info("registered %s version %d as %s", name, version, registry.CHALLENGER)
 
-    champion_version = tracking.get_alias_version(name, tracking.CHAMPION)
+    champion_version = registry.get_alias_version(name, registry.CHAMPION)
     metrics: dict[str, dict[str, float]] = {}
     with tracking.stage_run(config, "evaluate"):
         out = tmp / "evaluation"
         metrics["challenger"] = score(challenger, frozen, config, "challenger", out)
         if champion_version is not None:
-            folder = tracking.download_model_folder(
-                tracking.model_version_uri(name, champion_version), tmp / "champion"
+            folder = registry.download_model_folder(
+                registry.model_version_uri(name, champion_version), tmp / "champion"
             )
             metrics["champion"] = score(load_model(folder), frozen, config, "champion", out)
         else:
@@ -414,11 +404,11 @@ def _train_score_decide(
     report_path = Path(cfg.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report, encoding="utf-8")
-    mlflow.log_text(report, "retrain_report.md")
-    mlflow.set_tags({"retrain.promoted": str(decision.promote).lower(), "retrain.challenger_version": version})
+    tracking.log_text(report, "retrain_report.md")
+    tracking.set_tags({"retrain.promoted": str(decision.promote).lower(), "retrain.challenger_version": version})
     # the one step that changes what production uses; everything before it can fail harmlessly
     if decision.promote:
-        tracking.set_champion(name, version)
+        registry.set_champion(name, version)
     write_state(
         cfg.state_file,
         {
@@ -431,11 +421,11 @@ def _train_score_decide(
     )
 
     if decision.promote:
-        status, message = RetrainStatus.PROMOTED, f"promoted {name} version {version} to {tracking.CHAMPION}"
+        status, message = RetrainStatus.PROMOTED, f"promoted {name} version {version} to {registry.CHAMPION}"
         champion_after: int | None = version
     else:
         status = RetrainStatus.NOT_PROMOTED
-        message = f"{name} version {version} stays {tracking.CHALLENGER}: {'; '.join(decision.blocking)}"
+        message = f"{name} version {version} stays {registry.CHALLENGER}: {'; '.join(decision.blocking)}"
         champion_after = champion_version
     return RetrainOutcome(status, message, version, champion_after, decision, report_path, run_id, metrics)
 

@@ -49,13 +49,12 @@ class RunOutcome:
 
 
 def ingest_stage(config: PipelineConfig) -> StageOutcome:
-    import mlflow
-
+    from pipeline import tracking
     from pipeline.ingest import ingest
 
     result = ingest(config.ingest)
-    mlflow.log_metrics({"documents": result.documents, "rejected_documents": result.rejects})
-    _log_file(result.rejects_path, "rejects")
+    tracking.log_metrics({"documents": result.documents, "rejected_documents": result.rejects})
+    tracking.log_file(result.rejects_path, "rejects")
     code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
     return StageOutcome(
         "ingest",
@@ -66,13 +65,12 @@ def ingest_stage(config: PipelineConfig) -> StageOutcome:
 
 
 def segment_stage(config: PipelineConfig) -> StageOutcome:
-    import mlflow
-
+    from pipeline import tracking
     from pipeline.segment import segment_stage as segment
 
     result = segment(config.segment)
-    mlflow.log_metrics({"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects})
-    _log_file(Path(config.segment.rejects), "rejects")
+    tracking.log_metrics({"documents": result.documents, "sentences": result.sentences, "rejected": result.rejects})
+    tracking.log_file(Path(config.segment.rejects), "rejects")
     code = EXIT_SOME_REJECTED if result.rejects else EXIT_OK
     return StageOutcome(
         "segment",
@@ -83,12 +81,11 @@ def segment_stage(config: PipelineConfig) -> StageOutcome:
 
 
 def pretrain_stage(config: PipelineConfig) -> StageOutcome:
-    import mlflow
-
+    from pipeline import tracking
     from pipeline.models.pretrain import pretrain_backbone
 
-    result = pretrain_backbone(config.pretrain, on_metrics=lambda m, step: mlflow.log_metrics(m, step=step))
-    mlflow.log_metrics(
+    result = pretrain_backbone(config.pretrain, on_metrics=lambda m, step: tracking.log_metrics(m, step=step))
+    tracking.log_metrics(
         {
             "heldout_loss": result.heldout_loss,
             "heldout_perplexity": result.heldout_perplexity,
@@ -98,7 +95,7 @@ def pretrain_stage(config: PipelineConfig) -> StageOutcome:
         }
     )
     for name in ("config.json", "tokenizer_config.json", "pretrain.json"):
-        _log_file(Path(result.output_dir) / name, "backbone")
+        tracking.log_file(Path(result.output_dir) / name, "backbone")
     return StageOutcome(
         "pretrain",
         outputs={"backbone": str(result.output_dir)},
@@ -107,9 +104,7 @@ def pretrain_stage(config: PipelineConfig) -> StageOutcome:
 
 
 def train_stage(config: PipelineConfig) -> StageOutcome:
-    import mlflow
-
-    from pipeline import tracking
+    from pipeline import registry, tracking
     from pipeline.evaluate import evaluate_model
     from pipeline.labelled_data import read_training_data
     from pipeline.models.base import load_model
@@ -122,33 +117,30 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
     trained = train_models(config.train, train, dev, callbacks=[tracking.epoch_logger()])
     outputs: dict[str, str] = {}
     for model in trained:
-        mlflow.log_metric(f"{model.name}.fit_seconds", model.seconds)
+        tracking.log_metrics({f"{model.name}.fit_seconds": model.seconds})
         outputs[model.name] = str(model.path)
         if not config.train.register_model:
             continue
         metrics = evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
-        card = tracking.write_model_card(
-            name=f"{config.tracking.registered_model} ({model.name})",
+        _, version = registry.publish_model(
+            model.path,
+            artifact=model.name,
+            title=f"{config.tracking.registered_model} ({model.name})",
             kind=model.kind,
-            data={
-                "train": _describe(config.data.train, train),
-                "dev": _describe([config.data.dev], dev or []),
-            },
+            segment_cfg=config.segment,
+            data={"train": _describe(config.data.train, train), "dev": _describe([config.data.dev], dev or [])},
             metrics=metrics,
+            registered_model=config.tracking.registered_model if model.role == "model" else None,
         )
-        info = tracking.log_sentence_model(model.path, model.name, config.segment, card=card)
-        if model.role == "model":
-            version = tracking.register(info.model_uri, config.tracking.registered_model)
+        if version is not None:
             outputs["registered_version"] = str(version)
             console.print(
-                f"registered {config.tracking.registered_model} version {version} (alias {tracking.CHALLENGER})"
+                f"registered {config.tracking.registered_model} version {version} (alias {registry.CHALLENGER})"
             )
     return StageOutcome("train", outputs=outputs, message=f"trained {', '.join(m.name for m in trained)}")
 
 
 def evaluate_stage(config: PipelineConfig) -> StageOutcome:
-    import mlflow
-
     from pipeline import tracking
     from pipeline.evaluate import paired_comparison, score_models
     from pipeline.labelled_data import read_labelled
@@ -180,11 +172,11 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
     for name, report in reports.items():
         tracking.log_evaluation(report, write_report(report, out / name), prefix=name)
     if "model" in reports:  # the configured model's numbers, unprefixed, for the runs table in the UI
-        mlflow.log_metrics({k: float(v) for k, v in reports["model"].metrics.items()})
-    mlflow.set_tag("evaluate.threshold_rule", cfg.threshold_rule)
+        tracking.log_metrics({k: float(v) for k, v in reports["model"].metrics.items()})
+    tracking.set_tags({"evaluate.threshold_rule": cfg.threshold_rule})
     comparison = comparison_markdown(reports)
     (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")
-    mlflow.log_text(comparison, "evaluation/comparison.md")
+    tracking.log_text(comparison, "evaluation/comparison.md")
     console.print(comparison_table(reports))
 
     # paired comparison: skipped with a note when the default reference was not scored, refused when one was named
@@ -199,26 +191,25 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
         markdown = paired_markdown(paired)
         (out / PAIRED_FILE).write_text(markdown + "\n", encoding="utf-8")
         (out / PAIRED_JSON_FILE).write_text(paired.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        mlflow.log_text(markdown, f"evaluation/{PAIRED_FILE}")
-        mlflow.log_dict(paired.model_dump(mode="json"), f"evaluation/{PAIRED_JSON_FILE}")
-        mlflow.log_metrics(paired.flat_metrics())
+        tracking.log_text(markdown, f"evaluation/{PAIRED_FILE}")
+        tracking.log_dict(paired.model_dump(mode="json"), f"evaluation/{PAIRED_JSON_FILE}")
+        tracking.log_metrics(paired.flat_metrics())
         console.print(paired_table(paired))
     return StageOutcome("evaluate", outputs={"evaluation": str(out)}, message=f"scored {len(reports)} models")
 
 
 def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageOutcome:
     """`sentences`: the segment stage's output for `label.input`, when this run made it (not segmented again)."""
-    import mlflow
-
+    from pipeline import tracking
     from pipeline.io.documents import read_documents, read_sentences
     from pipeline.label import label_documents
-    from pipeline.tracking import resolve_model
+    from pipeline.registry import resolve_model
 
     model, info = resolve_model(config.label.model)
     documents = read_documents(Path(config.label.input))
     segmented = read_sentences(sentences) if sentences is not None else None
     result = label_documents(config.label, model, info, documents, config.segment, sentences=segmented)
-    mlflow.log_metrics(
+    tracking.log_metrics(
         {
             "documents": result.documents,
             "labelled_documents": result.labelled,
@@ -227,8 +218,8 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
             "truncated_documents": result.warnings,
         }
     )
-    mlflow.set_tags({"label.model_name": info.name, "label.model_version": info.version})
-    _log_file(result.summary, "labelling")
+    tracking.set_tags({"label.model_name": info.name, "label.model_version": info.version})
+    tracking.log_file(result.summary, "labelling")
     return StageOutcome(
         "label",
         result.exit_code,
@@ -299,13 +290,6 @@ def _segmented_in_this_run(config: PipelineConfig, outcome: RunOutcome) -> Path 
         return None
     same_input = Path(config.label.input).resolve() == Path(config.segment.input).resolve()
     return Path(config.segment.output) if same_input and Path(config.segment.output).is_file() else None
-
-
-def _log_file(path: Path, folder: str) -> None:
-    import mlflow
-
-    if Path(path).is_file():
-        mlflow.log_artifact(str(path), folder)
 
 
 def _describe(paths: list[Path], sentences: list) -> str:

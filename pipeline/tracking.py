@@ -1,18 +1,16 @@
-"""The MLflow edge: where runs, datasets, artifacts, models, versions and aliases are written.
+"""The MLflow edge: the store, runs, datasets, metrics, tags and artifacts (models and the registry: `registry.py`).
 
-Stages never import mlflow; they return typed results and the CLI/run loop hands them to this module. The
+Stages never import mlflow; they return typed results and the stage edges (`run.py`, `retrain.py`) hand them
+to this module and `registry.py`, the only two that call MLflow's tracking API. The
 store is an embedded sqlite database with a local artifact folder unless `MLFLOW_TRACKING_URI` (or
 `tracking.uri`) names a server, which is checked before any work starts so a run never fails at the end.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,19 +24,13 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import PipelineConfig, SegmentConfig, TrackingConfig, dump_config
+from pipeline.config import PipelineConfig, TrackingConfig, dump_config
 from pipeline.io.digest import file_digest
-from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, LabelledSentence
+from pipeline.schema import LabelledSentence
 
 if TYPE_CHECKING:
-    from mlflow.models.model import ModelInfo
-
-    from pipeline.labelling import ModelInfo as LabellingModelInfo
-    from pipeline.models.base import SentenceModel
     from pipeline.scores import EvaluationReport
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MAX_PARAM_CHARS = 500  # MLflow allows 6000; longer values are unreadable in the UI anyway
 HEALTH_TIMEOUT_S = 5.0
 
@@ -283,155 +275,38 @@ def errors_frame(errors: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-# --- model card -----------------------------------------------------------------------------------------
-
-KNOWN_LIMITS = (
-    "Trained on sentences from Swedish government pages about terrorism and violent extremism; other "
-    "domains and other languages are out of scope.",
-    "The labelled set over-represents funding and support language, so class priors differ from the "
-    "natural ones; calibrate before reading probabilities as frequencies.",
-    "Labels describe what a sentence itself says; commitments spread over several sentences are labelled piecewise.",
-    "Sentence boundaries come from the bundled segmenter; hard-wrapped or list-formatted text can be cut "
-    "into fragments.",
-)
-_CARD_METRICS = re.compile(r"(commitment|strategy)_(macro_f1|micro_f1|accuracy|exact_match|ece|f1_\w+)$")
+# --- logging from the stage edges ---------------------------------------------------------------------------
 
 
-def write_model_card(
-    *,
-    name: str,
-    kind: str,
-    data: Mapping[str, str],
-    metrics: Mapping[str, float],
-    scored_on: str = "dev",
-    notes: Sequence[str] = (),
-) -> str:
-    """A Markdown model card: what the model is, what it was trained and scored on, how well, its limits.
-
-    `data` maps a split name to a description (file, size, digest); `metrics` is an evaluation's metrics
-    on `scored_on`, whose `<metric>_ci_low` / `<metric>_ci_high` entries become the intervals.
-    """
-    strategy = ", ".join(f"`{x}`" for x in STRATEGY_LABELS)
-    commitment = ", ".join(f"`{x}`" for x in COMMITMENT_LABELS)
-    lines = [f"# Model card: {name}", "", f"- kind: `{kind}`", f"- git commit: `{git_commit()}`", ""]
-    lines += ["## Data", "", *[f"- **{split}**: {text}" for split, text in data.items()], ""]
-    lines += [
-        "## Label scheme",
-        "",
-        f"- strategy (multi-label, one sigmoid per label): {strategy}",
-        f"- commitment (exactly one; when several apply the first in this order wins): {commitment}",
-        "",
-        f"## Metrics ({scored_on})",
-        "",
-        "| metric | value | 95% interval (documents resampled) |",
-        "|---|---:|---|",
-    ]
-    for key in sorted(k for k in metrics if _CARD_METRICS.match(k)):
-        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        interval = f"{low:.3f} – {high:.3f}" if low is not None and high is not None else ""
-        lines.append(f"| {key} | {metrics[key]:.3f} | {interval} |")
-    lines += ["", "## Known limits", "", *[f"- {limit}" for limit in (*KNOWN_LIMITS, *notes)], ""]
-    return "\n".join(lines)
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
-# --- models and the registry ----------------------------------------------------------------------------
+def set_tags(tags: Mapping[str, object]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def log_sentence_model(model_dir: Path, name: str, segment_cfg: SegmentConfig, card: str | None = None) -> ModelInfo:
-    """Log a saved model folder as the pyfunc (see `pipeline.pyfunc`) on the active run."""
-    from pipeline.pyfunc import log_pyfunc
-
-    info = log_pyfunc(model_dir, name, segment_cfg)
-    if card is not None:
-        mlflow.log_text(card, f"model_card/{name}.md")
-    return info
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
 
 
-def register(model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None) -> int:
-    """Register a logged model as a new version and point the `challenger` alias at it."""
-    version = mlflow.register_model(model_uri, registered_name, tags=dict(tags or {}))
-    MlflowClient().set_registered_model_alias(registered_name, CHALLENGER, version.version)
-    return int(version.version)
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    mlflow.log_dict(dict(data), artifact_file)
 
 
-def set_champion(name: str, version: int) -> None:
-    """Move the `champion` alias; only the retraining gate (or a deliberate human) calls this."""
-    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+def log_file(path: Path, folder: str) -> None:
+    """Log a file as an artifact under `folder`, if it exists (a stage may not have written it)."""
+    if Path(path).is_file():
+        mlflow.log_artifact(str(path), folder)
 
 
-def get_alias_version(name: str, alias: str) -> int | None:
-    """The version an alias points at, or None when the model or the alias does not exist."""
-    try:
-        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-
-
-def model_version_uri(name: str, version: int) -> str:
-    return f"models:/{name}/{version}"
-
-
-def download_model_folder(model_uri: str, dst: Path | None = None) -> Path:
-    """Fetch a registered pyfunc and return its bundled `SentenceModel` folder (for in-process scoring)."""
-    from pipeline.pyfunc import MODEL_ARTIFACT
-
-    dst = Path(dst or tempfile.mkdtemp(prefix="ct-model-"))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    mlmodel = _read_mlmodel(local)
-    artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
-    relative = artifacts.get(MODEL_ARTIFACT, {}).get("path")
-    if not relative:
-        raise ValueError(f"{model_uri}: not a sentence-labeller pyfunc (no {MODEL_ARTIFACT!r} artifact)")
-    return local / relative
-
-
-def _read_mlmodel(local: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load((local / "MLmodel").read_text())
-
-
-# --- models for labelling ----------------------------------------------------------------------------------
-
-
-def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[SentenceModel, LabellingModelInfo]:
-    """Load a model from a folder, `runs:/<run_id>/<name>`, `models:/<name>@<alias>` or `models:/<name>/<n>`.
-
-    Registry URIs are pinned to a version before downloading, so the rows name the version that labelled
-    them even if the alias moves during the run. Downloads go to `download_dir` (default: a temporary folder
-    removed at exit).
-    """
-    from pipeline.label import model_from_folder
-    from pipeline.labelling import ModelInfo as LabellingModelInfo
-    from pipeline.models.base import load_model
-
-    if not uri_or_path.startswith(("models:/", "runs:/")):
-        return model_from_folder(uri_or_path)
-    name, version, pinned = _registry_identity(uri_or_path, MlflowClient())
-    if download_dir is None:
-        download_dir = Path(tempfile.mkdtemp(prefix="ct-label-model-"))
-        atexit.register(shutil.rmtree, download_dir, True)
-    folder = download_model_folder(pinned, Path(download_dir))
-    return load_model(folder), LabellingModelInfo(name=name, version=version, uri=uri_or_path)
-
-
-def _registry_identity(uri: str, client: Any) -> tuple[str, str, str]:
-    """(name, version, a URI pinned to that version) for a models:/ or runs:/ URI."""
-    if uri.startswith("runs:/"):
-        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
-        if not run_id or not artifact:
-            raise ValueError(f"label.model {uri!r}: expected runs:/<run_id>/<model name>")
-        return artifact.strip("/"), f"run-{run_id}", uri
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    elif "/" in rest:
-        name, version = rest.split("/", 1)
-        if not version.isdigit():
-            raise ValueError(f"label.model {uri!r}: expected models:/<name>/<version number> or …@<alias>")
-    else:
-        raise ValueError(f"label.model {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return name, version, f"models:/{name}/{version}"
+def last_finished_run(experiment: str, tag: str) -> mlflow.entities.Run | None:
+    """The newest finished run of `experiment` that carries a non-empty `tag`, or None."""
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{tag}` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None

@@ -206,7 +206,7 @@ def tracked_config(
 
 def train_and_register(config: PipelineConfig, spec: object, folder: Path) -> int:
     """Fit `spec` on the config's data, log it as the pyfunc in a stage run, register it as challenger."""
-    from pipeline import tracking
+    from pipeline import registry, tracking
     from pipeline.labelled_data import read_training_data
     from pipeline.models.factory import build_model
 
@@ -214,5 +214,5 @@ def train_and_register(config: PipelineConfig, spec: object, folder: Path) -> in
     with tracking.stage_run(config, "train"):
         model = build_model(spec).fit(train, dev)  # type: ignore[arg-type]
         model.save(folder)
-        info = tracking.log_sentence_model(folder, "model", config.segment)
-        return tracking.register(info.model_uri, config.tracking.registered_model)
+        info = registry.log_sentence_model(folder, "model", config.segment)
+        return registry.register(info.model_uri, config.tracking.registered_model)

@@ -167,7 +167,7 @@ def test_write_and_read_back_documents(tmp_path: Path, name: str) -> None:
     docs = [Document(id="a", text=SWEDISH, title="T", date="2031-01-01", metadata={"k": [1, 2]})]
     assert write_documents(tmp_path / name, docs) == 1
     assert list(read_documents(tmp_path / name)) == docs
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(tmp_path.glob(".*.tmp*"))  # nothing left beside the file
     assert write_rejects(tmp_path / "rejects.jsonl", [Reject(id="x", source="s", reason="r")]) == 1
     assert json.loads((tmp_path / "rejects.jsonl").read_text()) == {
         "id": "x",

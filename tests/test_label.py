@@ -496,25 +496,25 @@ def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Pat
 def test_resolve_model_from_the_registry(tfidf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("label-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
-        logged = tracking.log_sentence_model(tfidf_dir, "sentence_labeller", SegmentConfig())
-    version = tracking.register(logged.model_uri, "ct-label-test")
-    tracking.set_champion("ct-label-test", version)
+        logged = registry.log_sentence_model(tfidf_dir, "sentence_labeller", SegmentConfig())
+    version = registry.register(logged.model_uri, "ct-label-test")
+    registry.set_champion("ct-label-test", version)
 
     expected, _ = model_from_folder(str(tfidf_dir))
     sentences = with_context(("d", p) for p in PARAGRAPHS)
     for uri in ("models:/ct-label-test@champion", f"models:/ct-label-test/{version}"):
-        model, info = tracking.resolve_model(uri, download_dir=tmp_path / "download" / uri.replace("/", "_"))
+        model, info = registry.resolve_model(uri, download_dir=tmp_path / "download" / uri.replace("/", "_"))
         assert (info.name, info.version, info.uri) == ("ct-label-test", str(version), uri)
         np.testing.assert_allclose(
             model.predict_proba(sentences).commitment, expected.predict_proba(sentences).commitment
         )
-    model, info = tracking.resolve_model(f"runs:/{run.info.run_id}/sentence_labeller", download_dir=tmp_path / "run")
+    model, info = registry.resolve_model(f"runs:/{run.info.run_id}/sentence_labeller", download_dir=tmp_path / "run")
     assert info.version == f"run-{run.info.run_id}" and info.name == "sentence_labeller"
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         model_from_folder(str(tmp_path / "nowhere"))

@@ -16,7 +16,7 @@ import mlflow
 import nbformat
 import pytest
 
-from pipeline import tracking
+from pipeline import registry, tracking
 from pipeline.config import EvaluateConfig, LabelConfig, PipelineConfig, SegmentConfig
 from pipeline.io.documents import read_documents
 from pipeline.label import ModelInfo, label_documents
@@ -81,14 +81,14 @@ def _build_store(root: Path) -> ReviewInputs:
             for name, model in models.items():
                 model.fit(train, dev)
                 model.save(root / "models" / name)
-                info = tracking.log_sentence_model(root / "models" / name, name, config.segment)
-                versions[name] = tracking.register(info.model_uri, REGISTERED)
+                info = registry.log_sentence_model(root / "models" / name, name, config.segment)
+                versions[name] = registry.register(info.model_uri, REGISTERED)
         with tracking.stage_run(config, "evaluate"):
             for name, model in models.items():
                 report = evaluate_predictions(dev, model.predict_proba(dev_texts), config.evaluate, name)
                 files = write_report(report, root / "evaluation" / name)
                 tracking.log_evaluation(report, files, prefix=name)
-    tracking.set_champion(REGISTERED, versions["majority"])
+    registry.set_champion(REGISTERED, versions["majority"])
 
     labelled = root / "labelled_sentences.parquet"
     result = label_documents(

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow_server import constructed_sentences, tracked_config, train_and_register, write_jsonl
 
-from pipeline import pyfunc, tracking
+from pipeline import pyfunc, registry, tracking
 from pipeline.config import SegmentConfig, TfidfSpec
 from pipeline.models.base import load_model
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, SentenceText
@@ -47,7 +47,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     uri = tracking.configure_tracking(config.tracking, config.experiment_name())
     version = train_and_register(config, TfidfSpec(min_df=1), root / "model")
-    assert tracking.get_alias_version(config.tracking.registered_model, tracking.CHALLENGER) == version
+    assert registry.get_alias_version(config.tracking.registered_model, registry.CHALLENGER) == version
     return uri, f"models:/{config.tracking.registered_model}@challenger", root / "model", root
 
 
@@ -176,4 +176,4 @@ def test_logged_model_bundles_code_schema_segmenter_signature_and_example(
     assert "skops==" in requirements and "torch" not in requirements
     info = mlflow.models.get_model_info(model_uri)
     assert [c["name"] for c in info.signature.outputs.to_dict()] == pyfunc.output_columns()
-    assert tracking.download_model_folder(model_uri, tmp_path / "again").joinpath("model.json").is_file()
+    assert registry.download_model_folder(model_uri, tmp_path / "again").joinpath("model.json").is_file()

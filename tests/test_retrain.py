@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import labelled_files_fixture, tracked_config, train_and_register  # noqa: F401  (fixture)
 
-from pipeline import tracking
+from pipeline import registry, tracking
 from pipeline.config import MajoritySpec, PipelineConfig, RetrainConfig, TfidfSpec
 from pipeline.retrain import (
     EXIT_CODES,
@@ -102,13 +102,13 @@ def config_for(tmp_path: Path, files: tuple[Path, Path], model: object, store: P
 
 def champion(config: PipelineConfig) -> int | None:
     tracking.configure_tracking(config.tracking, config.experiment_name())
-    return tracking.get_alias_version(config.tracking.registered_model, tracking.CHAMPION)
+    return registry.get_alias_version(config.tracking.registered_model, registry.CHAMPION)
 
 
 def install_champion(config: PipelineConfig, spec: object, folder: Path) -> int:
     tracking.configure_tracking(config.tracking, config.experiment_name())
     version = train_and_register(config, spec, folder)
-    tracking.set_champion(config.tracking.registered_model, version)
+    registry.set_champion(config.tracking.registered_model, version)
     return version
 
 
@@ -145,7 +145,7 @@ def test_worse_challenger_is_not_promoted(tmp_path: Path, labelled_files: tuple[
     assert outcome.exit_code == 10
     assert champion(config) == old
     name = config.tracking.registered_model
-    assert tracking.get_alias_version(name, tracking.CHALLENGER) == outcome.challenger_version == old + 1
+    assert registry.get_alias_version(name, registry.CHALLENGER) == outcome.challenger_version == old + 1
     assert "**not promoted**" in Path(config.retrain.report).read_text()
     assert outcome.decision is not None and outcome.decision.blocking
     assert all(reason in outcome.message for reason in outcome.decision.blocking)
@@ -165,7 +165,7 @@ def test_first_run_promotes_only_over_the_baseline_and_unchanged_data_is_skipped
     assert "unchanged" in skipped.message
     Path(weak.retrain.state_file).unlink()  # a fresh CI runner: the digest is found on the last MLflow run
     assert retrain(weak).status is RetrainStatus.SKIPPED
-    assert tracking.get_alias_version(weak.tracking.registered_model, tracking.CHALLENGER) == first.challenger_version
+    assert registry.get_alias_version(weak.tracking.registered_model, registry.CHALLENGER) == first.challenger_version
 
     strong = config_for(tmp_path, labelled_files, TfidfSpec(min_df=1, C=20.0), store).model_copy(
         update={"retrain": weak.retrain.model_copy(update={"force": True})}
@@ -234,7 +234,7 @@ def test_crash_mid_run_leaves_the_champion_untouched(
     assert outcome.status is RetrainStatus.FAILED and outcome.exit_code == 1
     assert "model.json" in outcome.message
     assert champion(config) == old
-    challenger = tracking.get_alias_version(config.tracking.registered_model, tracking.CHALLENGER)
+    challenger = registry.get_alias_version(config.tracking.registered_model, registry.CHALLENGER)
     assert challenger == old + 1  # it got that far
     assert read_state(config.retrain.state_file) == {}  # the next run retries
     failed = MlflowClient().search_runs(

@@ -46,13 +46,13 @@ def test_the_pyfunc_of_a_model_saved_by_earlier_code_labels_as_before(
 ) -> None:
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=tmp_path / "artifacts")
     tracking.configure_tracking(store, "saved-model")
     with mlflow.start_run():
-        logged = tracking.log_sentence_model(MODEL, "model", SegmentConfig())
+        logged = registry.log_sentence_model(MODEL, "model", SegmentConfig())
     loaded = mlflow.pyfunc.load_model(logged.model_uri)
     documents = pd.read_json(DOCUMENTS, lines=True)[["id", "text"]]
     assert_same_labels(loaded.predict(documents), pd.read_parquet(REFERENCE / "pyfunc_documents.parquet"))

@@ -151,7 +151,7 @@ def test_label_refuses_a_tampered_registry_artifact(tfidf_folder: Path, tmp_path
     """The artifact is tampered in the store after registration, as someone with write access to it could."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry
     from pipeline.config import SegmentConfig
 
     workdir = label_workdir(tmp_path)
@@ -159,8 +159,8 @@ def test_label_refuses_a_tampered_registry_artifact(tfidf_folder: Path, tmp_path
     try:
         experiment = mlflow.create_experiment("tampered", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            logged = tracking.log_sentence_model(tfidf_folder, "sentence_labeller", SegmentConfig())
-        tracking.set_champion("ct-tampered", tracking.register(logged.model_uri, "ct-tampered"))
+            logged = registry.log_sentence_model(tfidf_folder, "sentence_labeller", SegmentConfig())
+        registry.set_champion("ct-tampered", registry.register(logged.model_uri, "ct-tampered"))
     finally:
         mlflow.set_tracking_uri(None)
     stored = sorted((tmp_path / "artifacts").rglob("estimators.skops"))

@@ -18,7 +18,7 @@ from mlflow_server import (  # noqa: F401  (fixtures are found by name)
     tracked_config,
 )
 
-from pipeline import tracking
+from pipeline import registry, tracking
 from pipeline.config import PipelineConfig, TrackingConfig
 from pipeline.retrain import RetrainStatus, retrain
 from pipeline.run import run_stages
@@ -75,10 +75,10 @@ def test_training_against_a_real_server_is_fully_tracked(
     assert contexts == {("train", "train"), ("dev", "dev")}
     card = mlflow.artifacts.load_text(f"runs:/{train_run.info.run_id}/model_card/model.md")
     assert "commitment_macro_f1" in card and "Known limits" in card
-    version = tracking.get_alias_version("ct-test-labeller", tracking.CHALLENGER)
+    version = registry.get_alias_version("ct-test-labeller", registry.CHALLENGER)
     assert version is not None
     assert client.get_model_version("ct-test-labeller", str(version)).run_id == train_run.info.run_id
-    assert tracking.get_alias_version("ct-test-labeller", tracking.CHAMPION) is None  # only the gate sets it
+    assert registry.get_alias_version("ct-test-labeller", registry.CHAMPION) is None  # only the gate sets it
 
     # evaluate: metrics per model, files, classification report, the errors table
     evaluate_run = children["evaluate"]
@@ -125,7 +125,7 @@ def test_local_store_folders_and_experiment_artifact_location(tmp_path: Path, mo
     assert (tmp_path / "nested" / "mlflow.db").is_file()
     experiment = mlflow.get_experiment_by_name("my experiment")
     assert experiment.artifact_location == (tmp_path / "art" / "my-experiment").resolve().as_uri()
-    assert tracking.get_alias_version("no-such-model", tracking.CHAMPION) is None
+    assert registry.get_alias_version("no-such-model", registry.CHAMPION) is None
 
 
 def test_params_are_flat_and_cut() -> None:
@@ -152,7 +152,7 @@ def test_file_digest_follows_content(tmp_path: Path) -> None:
 
 
 def test_model_card_shows_intervals() -> None:
-    card = tracking.write_model_card(
+    card = registry.write_model_card(
         name="m",
         kind="tfidf",
         data={"train": "12 sentences"},

@@ -7,7 +7,6 @@ stops a text from being read at all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.io.files import FILE_SUFFIXES, UnreadableFile, read_file
-from pipeline.io.jsonl import BadLine, is_jsonl, read_jsonl, read_lines, write_jsonl
+from pipeline.io.jsonl import BadLine, is_jsonl, read_jsonl, write_jsonl
 from pipeline.io.rejects import Reject
 from pipeline.schema import Document, Sentence
 
@@ -49,14 +48,6 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def json_problem(line: bytes, exc: json.JSONDecodeError) -> str:
-    """The whole of a JSON parser's complaint about one line: what, at which column, and the character."""
-    message = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
-    text = line.decode("utf-8", "replace")
-    found = f" (found {text[exc.pos]!r})" if exc.pos < len(text) else " (the line ends there)"
-    return f"not valid JSON: {message} column {exc.colno}{found}"
-
-
 def _blank_lines_note(path: Path, numbers: list[int]) -> Reject:
     shown = ", ".join(map(str, numbers[:20])) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
     return Reject(
@@ -86,18 +77,10 @@ def read_jsonl_documents(path: Path) -> Iterator[DocumentOrReject]:
     source = str(path)
     blank: list[int] = []
     try:
-        for number, raw in read_lines(path):
+        for number, record in read_jsonl(path, blank):
             where = f"{path.name}:{number}"
-            if not raw.strip():
-                blank.append(number)
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield Reject(id=where, source=source, reason=f"line {number}: not valid UTF-8 ({exc.reason})")
-                continue
-            except json.JSONDecodeError as exc:
-                yield Reject(id=where, source=source, reason=f"line {number}: {json_problem(raw, exc)}")
+            if isinstance(record, BadLine):
+                yield Reject(id=where, source=source, reason=f"line {number}: {record.reason}")
                 continue
             problem = _record_problem(record)
             if problem:

@@ -6,11 +6,12 @@ import codecs
 import gzip
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from pipeline.io.atomic import atomic_path
 
 
 def is_jsonl(path: Path) -> bool:
@@ -60,29 +61,39 @@ class BadLine:
     reason: str
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number from 1, parsed value) for each non-blank line; a line that cannot be parsed gives a
-    `BadLine` as its value, so each caller decides whether that is a reject, a problem or an error."""
-    for number, raw in iter_lines(Path(path)):
+def json_problem(line: bytes, exc: json.JSONDecodeError) -> str:
+    """The whole of a JSON parser's complaint about one line: what, at which column, and the character."""
+    message = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
+    text = line.decode("utf-8", "replace")
+    found = f" (found {text[exc.pos]!r})" if exc.pos < len(text) else " (the line ends there)"
+    return f"not valid JSON: {message} column {exc.colno}{found}"
+
+
+def read_jsonl(path: Path, blank: list[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """The one JSONL reader: (line number from 1, parsed value) for each non-blank line.
+
+    A line that cannot be parsed gives a `BadLine` as its value, so each caller decides whether that is a
+    reject, a problem to list or an error; blank lines are skipped, their numbers appended to `blank`.
+    Plain or gzip, UTF-8 (with or without BOM) or UTF-16/32 (see `read_lines`).
+    """
+    for number, raw in read_lines(Path(path)):
+        if not raw.strip():
+            if blank is not None:
+                blank.append(number)
+            continue
         try:
             yield number, json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             yield number, BadLine(number, f"not valid UTF-8 ({exc.reason})")
         except json.JSONDecodeError as exc:
-            yield number, BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            yield number, BadLine(number, json_problem(raw, exc))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSONL (gzip when the name ends in .gz) via a temporary file; returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
     count = 0
-    try:
-        with _open_binary(partial, "wb") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
-                count += 1
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(Path(path)) as partial, _open_binary(partial, "wb") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+            count += 1
     return count

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from pipeline.config import RiksdagenQuery
+from pipeline.io.atomic import write_bytes_atomic
 from pipeline.io.html import html_to_text
 from pipeline.io.rejects import Reject
 from pipeline.schema import Document
@@ -147,10 +147,7 @@ class RiksdagenClient:
     def _store(self, cache_file: Path | None, body: bytes) -> None:
         if cache_file is None:
             return
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(".partial")
-        partial.write_bytes(body)
-        os.replace(partial, cache_file)
+        write_bytes_atomic(cache_file, body)
 
     def get_json(
         self, path_or_url: str, params: dict[str, Any] | None = None, *, max_age_s: float | None = None
