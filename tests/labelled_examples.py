@@ -7,9 +7,10 @@ be trained on them and grouped splits have something to group.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
-from pipeline.schema import LabelledSentence
+from pipeline.schema import Document, LabelledSentence
 
 # (doc_id, text, strategy, commitment) - constructed Swedish sentences
 CONSTRUCTED: list[tuple[str, str, list[str], str]] = [
@@ -103,3 +104,30 @@ def constructed_sentences() -> list[LabelledSentence]:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+# Constructed answer-like paragraphs; a document is a few of them (so sentences repeat across documents, as
+# headings and closing lines do in real answers).
+PARAGRAPHS = [
+    "Regeringen avsätter 40 miljoner kronor till kommunernas förebyggande arbete mot radikalisering.",
+    "En utredare ska föreslå skärpta regler om sprängämnen. Förslaget bereds nu i departementet.",
+    "Anhöriga som är oroliga kan få stöd till samtal med en rådgivare.",
+    "Säkerhetspolisen har fått i uppdrag att förhindra terrorbrott. Hotbilden beskrivs som förhöjd.",
+    "Handboken ger stöd till kommuner som möter radikalisering. Tack för frågan.",
+    "Ett nationellt center har inrättats mot våldsbejakande extremism.",
+]
+
+
+def make_documents(n: int, seed: int = 0) -> list[Document]:
+    """`n` constructed answers: a dateline and one to four of PARAGRAPHS, with a title, a date and metadata."""
+    rng = random.Random(seed)
+    return [
+        Document(
+            id=f"svar-{i:04d}",
+            title=f"Svar på skriftlig fråga {i}",
+            date="2021-05-26",
+            text="Stockholm den 26 maj 2021\n\n" + "\n\n".join(rng.sample(PARAGRAPHS, rng.randint(1, 4))),
+            metadata={"constructed": True, "number": i},
+        )
+        for i in range(n)
+    ]

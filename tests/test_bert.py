@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from micro_bert import constructed_labelled, pretrain_micro_backbone
+from micro_bert import constructed_labelled
 from transformers import AutoModel
 
 from pipeline.config import BertSpec
@@ -30,13 +30,16 @@ from pipeline.models.bert import (
 )
 from pipeline.schema import SentenceText
 
+pytestmark = pytest.mark.slow  # real fine-tuning of a micro BERT
+
 TRAIN = constructed_labelled(30, seed=1, prefix="train")
 DEV = constructed_labelled(8, seed=2, prefix="dev")
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrain_micro_backbone(tmp_path_factory.mktemp("backbone"), steps=30)
+def backbone(micro_backbone: Path) -> Path:
+    """The session's micro BERT (tests/conftest.py), pretrained once for every BERT and ensemble test."""
+    return micro_backbone
 
 
 def micro_spec(backbone: Path, **changes: object) -> BertSpec:

@@ -18,6 +18,8 @@ import pytest
 
 from pipeline.sample import write_sample
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a fresh interpreter
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "ct-sentence-labeller-quickstart"
 # The quick start as shipped, made to finish in well under a minute.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from micro_bert import constructed_labelled, pretrain_micro_backbone
+from micro_bert import constructed_labelled
 from pydantic import ValidationError
 
 from pipeline.config import (
@@ -33,6 +33,8 @@ from pipeline.models.ensemble import EnsembleModel
 from pipeline.models.factory import build_model
 from pipeline.schema import strategy_matrix
 
+pytestmark = pytest.mark.slow  # real fine-tuning of a micro BERT member
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,8 +43,9 @@ DEV = constructed_labelled(8, seed=12, prefix="dev", per_doc=5)
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrain_micro_backbone(tmp_path_factory.mktemp("backbone"), steps=20)
+def backbone(micro_backbone: Path) -> Path:
+    """The session's micro BERT (tests/conftest.py), pretrained once for every BERT and ensemble test."""
+    return micro_backbone
 
 
 def ensemble_spec(backbone: Path, weights: list[float]) -> EnsembleSpec:

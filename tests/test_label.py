@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -37,34 +36,10 @@ from pipeline.models.base import label_disagreement
 from pipeline.models.baselines import TfidfModel
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, HeadProbabilities, with_context
 from pipeline.segment import segment_document
-from tests.labelled_examples import constructed_sentences
+from tests.labelled_examples import PARAGRAPHS, constructed_sentences
+from tests.labelled_examples import make_documents as constructed_documents
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Constructed answer-like paragraphs; a document is a few of them (so sentences repeat across documents, as
-# headings and closing lines do in real answers).
-PARAGRAPHS = [
-    "Regeringen avsätter 40 miljoner kronor till kommunernas förebyggande arbete mot radikalisering.",
-    "En utredare ska föreslå skärpta regler om sprängämnen. Förslaget bereds nu i departementet.",
-    "Anhöriga som är oroliga kan få stöd till samtal med en rådgivare.",
-    "Säkerhetspolisen har fått i uppdrag att förhindra terrorbrott. Hotbilden beskrivs som förhöjd.",
-    "Handboken ger stöd till kommuner som möter radikalisering. Tack för frågan.",
-    "Ett nationellt center har inrättats mot våldsbejakande extremism.",
-]
-
-
-def constructed_documents(n: int, seed: int = 0) -> list[Document]:
-    rng = random.Random(seed)
-    return [
-        Document(
-            id=f"svar-{i:04d}",
-            title=f"Svar på skriftlig fråga {i}",
-            date="2021-05-26",
-            text="Stockholm den 26 maj 2021\n\n" + "\n\n".join(rng.sample(PARAGRAPHS, rng.randint(1, 4))),
-            metadata={"constructed": True, "number": i},
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +290,7 @@ print(json.dumps({"resumed": result.resumed_chunks, "exit": result.exit_code}))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_chunk_then_rerun_gives_identical_files(tfidf_dir: Path, tmp_path: Path) -> None:
     documents = constructed_documents(200)
     documents_file = tmp_path / "documents.jsonl"
@@ -397,6 +373,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "model"
 
 
+@pytest.mark.slow
 def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp_path: Path) -> None:
     model, info = model_from_folder(str(bert_dir))
     long_sentence = "Regeringen avsätter medel till " + ", ".join(["skolor", "kommuner", "polisen"] * 6) + "."
@@ -436,6 +413,7 @@ def test_bert_flags_truncated_sentences_and_int8_stays_close(bert_dir: Path, tmp
     assert list(int8_rows.text) == list(rows.text)
 
 
+@pytest.mark.slow
 def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_path: Path) -> None:
     import torch
 
@@ -462,6 +440,7 @@ def test_bf16_runs_checked_against_float32_or_falls_back(bert_dir: Path, tmp_pat
     assert pd.read_parquet(again.output).equals(fp32_rows)
 
 
+@pytest.mark.slow
 def test_a_lower_precision_that_changes_too_many_labels_is_refused(bert_dir: Path, tmp_path: Path) -> None:
     import torch
 

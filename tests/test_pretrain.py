@@ -29,6 +29,8 @@ from pipeline.models.pretrain import (
     train_tokenizer,
 )
 
+pytestmark = pytest.mark.slow  # real tokenizer training and masked-LM pretraining
+
 # Constructed sentence parts: the grammar is trivial, but the vocabulary is Swedish and cased.
 SUBJECTS = ["Regeringen", "Polisen", "Kommunen", "Myndigheten", "Säkerhetspolisen", "Skolan", "Länsstyrelsen"]
 VERBS = ["satsar på", "utreder", "stödjer", "inrättar", "förebygger", "granskar", "förstärker"]

@@ -23,6 +23,8 @@ from pipeline.models.base import load_model
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, SentenceText
 from pipeline.segment import segment_document
 
+pytestmark = pytest.mark.slow  # logs to a real MLflow store and loads the pyfunc in a fresh interpreter
+
 DOCUMENTS = pd.DataFrame(
     {
         "id": ["svar-1", "svar-2", "tomt"],

@@ -30,6 +30,8 @@ from pipeline.retrain import (
     retrain_lock_path,
 )
 
+pytestmark = pytest.mark.slow  # trains, registers and scores real models in an MLflow store
+
 GATE = RetrainConfig(metric="commitment_macro_f1", margin=0.01, tolerance=0.02)
 
 

@@ -31,7 +31,7 @@ from pipeline import pyfunc, tracking
 from pipeline.config import TfidfSpec, dump_config
 from pipeline.tracking import resolve_model
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.server  # a real REST scoring server on 127.0.0.1
 
 START_TIMEOUT_S = 180.0
 MAX_REQUEST_BYTES = 1_000_000

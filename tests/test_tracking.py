@@ -41,6 +41,7 @@ def small_training(tmp_path: Path, files: tuple[Path, Path]) -> PipelineConfig:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_training_against_a_real_server_is_fully_tracked(
     mlflow_server: str, tmp_path: Path, labelled_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
