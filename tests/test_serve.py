@@ -29,7 +29,7 @@ from mlflow_server import (
 
 from pipeline import pyfunc, tracking
 from pipeline.config import TfidfSpec, dump_config
-from pipeline.tracking import resolve_model
+from pipeline.registry import resolve_model
 
 pytestmark = pytest.mark.server  # a real REST scoring server on 127.0.0.1
 
