@@ -13,9 +13,10 @@ Input (a pandas DataFrame, one of):
 
 Output: the labelled-sentence row of batch labelling (`pipeline.schema.LABELLED_ROW`: offsets, role, text,
 labels, both heads' probabilities, `truncated`, `model_name`, `model_version`), from the same labelling
-function (`pipeline.labelling`). For documents, `start`/`end` are offsets into the cleaned document text
-(`pipeline.segment.clean_text`); a document with nothing to label has no rows and is logged as a warning and
-listed in the output frame's `attrs["rejects"]` (`SentenceLabellerPyfunc.label` returns rows and rejects).
+function (`pipeline.labelling`). For documents, `start`/`end` index the original document text
+(`text[start:end]` is the passage; a row's `text` is that passage cleaned); a document with nothing to label
+has no rows and is logged as a warning and listed in the output frame's `attrs["rejects"]`
+(`SentenceLabellerPyfunc.label` returns rows and rejects).
 For sentences, `start`/`end` span the sentence itself (0, len(text)), role `body`.
 """
 

@@ -38,7 +38,12 @@ class Document(BaseModel):
 
 
 class Sentence(BaseModel):
-    """A sentence cut from a document; `start`/`end` are offsets into the cleaned document text."""
+    """A sentence cut from a document.
+
+    `start`/`end` index the original document text (`Document.text`, as the input file holds it), so
+    `document.text[start:end]` is the passage; `text` is that passage cleaned (soft hyphens, odd spaces and
+    hard wraps removed), as the model read it.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

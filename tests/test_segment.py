@@ -20,6 +20,7 @@ from pipeline.io.rejects import Reject
 from pipeline.schema import Document, Sentence
 from pipeline.segment import (
     clean_text,
+    clean_with_offsets,
     describe_answer,
     parse_heading,
     segment,
@@ -290,7 +291,54 @@ def test_segmentation_covers_cleaned_text_in_order(raw: str) -> None:
     _check_invariants(cleaned, split_sentences(cleaned))
     sentences_ = segment_document(Document(id="d", text=raw), SegmentConfig()) if cleaned else []
     assert [s.index for s in sentences_] == list(range(len(sentences_)))
-    assert all(s.text == cleaned[s.start : s.end] for s in sentences_)
+    assert [s.text for s in sentences_] == [cleaned[a:b] for a, b in split_sentences(cleaned)]
+    # offsets index the original: in order, inside it, and the passage starts and ends where the sentence does
+    previous_end = 0
+    for s in sentences_:
+        assert previous_end <= s.start < s.end <= len(raw)
+        previous_end = s.end
+        if "<" not in raw and "&" not in raw and "[" not in raw:  # no markup, entity or artefact to decode
+            assert _visible(raw[s.start : s.end]) == _visible(s.text)
+
+
+_INVISIBLE = frozenset("\u00ad\u200b\u200c\u200d\u2060\ufeff")
+
+
+def _visible(text: str) -> str:
+    return "".join(c for c in text if not c.isspace() and c not in _INVISIBLE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents())
+def test_cleaning_with_offsets_gives_the_same_text(raw: str) -> None:
+    mapped = clean_with_offsets(raw)
+    assert mapped.text == clean_text(raw)
+    assert len(mapped.starts) == len(mapped.ends) == len(mapped.text)
+    assert all(0 <= a < b <= len(raw) for a, b in zip(mapped.starts, mapped.ends, strict=True))
+
+
+def test_offsets_index_the_original_text_of_hard_wrapped_crlf_soft_hyphen_nbsp_input() -> None:
+    raw = (
+        "Svar på fråga 2030/31:7 av Påhittad Person (X)\r\n\r\n"
+        "Regeringen har avsatt 40\u00a0miljoner kronor till det före\u00adbyggande\r\n"
+        "arbetet i kommunerna. En utredare\r\nska se över  reglerna.\r\n\r\n"
+        "Exempelstad den 3\u00a0april 2031\r\n"
+    )
+    document = Document(id="d", text=raw)
+    got = {s.text: raw[s.start : s.end] for s in segment_document(document, SegmentConfig())}
+    assert got["Regeringen har avsatt 40 miljoner kronor till det förebyggande arbetet i kommunerna."] == (
+        "Regeringen har avsatt 40\u00a0miljoner kronor till det före\u00adbyggande\r\narbetet i kommunerna."
+    )
+    assert got["En utredare ska se över reglerna."] == "En utredare\r\nska se över  reglerna."
+    assert got["Exempelstad den 3 april 2031"] == "Exempelstad den 3\u00a0april 2031"
+    assert got["Svar på fråga 2030/31:7 av Påhittad Person (X)"] == "Svar på fråga 2030/31:7 av Påhittad Person (X)"
+
+
+def test_offsets_of_html_input_point_into_the_markup() -> None:
+    raw = "<html><body><h2>Rubrik</h2><p>Bolag &amp; stiftelser får stöd. Nästa mening.</p></body></html>"
+    by_text = {s.text: raw[s.start : s.end] for s in segment_document(Document(id="h", text=raw), SegmentConfig())}
+    assert by_text["Bolag & stiftelser får stöd."] == "Bolag &amp; stiftelser får stöd."
+    assert by_text["Nästa mening."] == "Nästa mening."
 
 
 @settings(max_examples=300, deadline=None)
@@ -356,7 +404,11 @@ def test_segment_answer_roles_and_metadata() -> None:
     assert answer["date"] == "2031-05-26" and answer["minister"] == "Cecilia Minister"
     assert result.document.date == "2031-05-26"
     assert result.cleaned_text.startswith("Svar på fråga")  # the artefact is gone
-    assert all(s.text == result.cleaned_text[s.start : s.end] for s in result.sentences)
+    assert all(s.text in result.cleaned_text for s in result.sentences)
+    # offsets index the original text; removed text belongs to the sentence after it (as gold counts it)
+    first, *rest = result.sentences
+    assert CONSTRUCTED_ANSWER[first.start :].startswith("[bookmark: Start]Svar på fråga 2030/31:1234")
+    assert all(_visible(CONSTRUCTED_ANSWER[s.start : s.end]) == _visible(s.text) for s in rest)
 
 
 def test_answer_structure_can_be_switched_off() -> None:

@@ -1,8 +1,7 @@
 """Segmentation: cleaning, the Swedish sentence splitter, answer structure and sentence roles.
 
-Sentence offsets refer to the cleaned text; reproduce it with
-`clean_text(document.text, join_hard_wrapped_lines=cfg.join_hard_wrapped_lines)`, or call `segment`,
-which returns it with the sentences.
+Sentence offsets index the original document text (`document.text[start:end]`); a sentence's `text` is the
+cleaned passage, which `segment` returns whole as `cleaned_text`.
 """
 
 from pipeline.segment.answer import (
@@ -12,7 +11,7 @@ from pipeline.segment.answer import (
     describe_answer,
     parse_heading,
 )
-from pipeline.segment.clean import clean_text
+from pipeline.segment.clean import CleanedText, clean_text, clean_with_offsets
 from pipeline.segment.splitter import split_sentences
 from pipeline.segment.stage import (
     EmptyDocumentError,
@@ -28,11 +27,13 @@ from pipeline.segment.stage import (
 __all__ = [
     "AnswerMetadata",
     "AnsweredQuestion",
+    "CleanedText",
     "EmptyDocumentError",
     "SegmentResult",
     "SegmentedDocument",
     "assign_roles",
     "clean_text",
+    "clean_with_offsets",
     "describe_answer",
     "parse_heading",
     "segment",

@@ -1,17 +1,20 @@
 """Cleaning: turn an exported or scraped text into plain paragraphs the splitter can trust.
 
 After `clean_text`, every remaining newline is a real line break (a paragraph, heading, list item or table
-row ends there): lines that were hard-wrapped inside a paragraph are joined. Sentence offsets throughout the
-pipeline refer to this cleaned text, so `clean_text` must stay deterministic; callers reproduce the text a
-sentence was cut from with `clean_text(document.text)`.
+row ends there): lines that were hard-wrapped inside a paragraph are joined. The splitter works on this
+cleaned text, but a sentence's `start`/`end` must index the document text a reader holds (the input file,
+`documents.jsonl`), so `clean_with_offsets` also carries, for every cleaned character, the span of the
+original text it came from (`CleanedText.original_span`).
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from pipeline.io.html import html_to_text, looks_like_html
+from pipeline.io.html import html_to_text, html_to_text_with_offsets, looks_like_html
 
 
 def _words(text: str) -> frozenset[str]:
@@ -99,3 +102,101 @@ def clean_text(raw: str, *, join_hard_wrapped_lines: bool = True) -> str:
     if join_hard_wrapped_lines:
         text = _join_hard_wraps(text)
     return text
+
+
+# --- the same cleaning, carrying offsets into the original text -------------------------------------------
+
+
+@dataclass(frozen=True)
+class CleanedText:
+    """Cleaned text plus, per cleaned character, the span `[starts[i], ends[i])` of the original it came from."""
+
+    text: str
+    starts: list[int]
+    ends: list[int]
+    original: str
+    markup: bool = False  # the original was HTML: spans start at the first kept character
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The original-text span of the cleaned span `[start, end)` (non-empty).
+
+        Text that cleaning removed just before a sentence (an export artefact, a zero-width character)
+        belongs to that sentence, as the gold segmentation counts it; whitespace before it does not.
+        """
+        begin = self.starts[start]
+        if not self.markup:
+            floor = self.ends[start - 1] if start > 0 else 0
+            gap = self.original[floor:begin]
+            if gap.strip():
+                begin = floor + len(gap) - len(gap.lstrip())
+        return begin, self.ends[end - 1]
+
+
+class _Tracked:
+    """A string under regex substitution that remembers where each of its characters came from."""
+
+    def __init__(self, text: str, starts: list[int], ends: list[int]) -> None:
+        self.text, self.starts, self.ends = text, starts, ends
+
+    def sub(self, pattern: re.Pattern[str], repl: str | Callable[[re.Match[str]], str]) -> None:
+        pieces: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        position = 0
+        for match in pattern.finditer(self.text):
+            a, b = match.span()
+            pieces.append(self.text[position:a])
+            starts += self.starts[position:a]
+            ends += self.ends[position:a]
+            new = repl(match) if callable(repl) else match.expand(repl)
+            pieces.append(new)
+            if len(new) == b - a:  # same length: character for character
+                starts += self.starts[a:b]
+                ends += self.ends[a:b]
+            elif new:  # shorter or longer: every new character stands for the whole match
+                starts += [self.starts[a]] * len(new)
+                ends += [self.ends[b - 1]] * len(new)
+            position = b
+        if position == 0 and not pieces:
+            return
+        pieces.append(self.text[position:])
+        self.starts = starts + self.starts[position:]
+        self.ends = ends + self.ends[position:]
+        self.text = "".join(pieces)
+
+    def strip(self) -> None:
+        left = len(self.text) - len(self.text.lstrip())
+        right = len(self.text.rstrip())
+        self.text = self.text[left:right]
+        self.starts, self.ends = self.starts[left:right], self.ends[left:right]
+
+
+def clean_with_offsets(raw: str, *, join_hard_wrapped_lines: bool = True) -> CleanedText:
+    """`clean_text(raw)` (the same text, character for character) with each character's original span.
+
+    HTML input maps through the parser's positions (inserted markers such as `#` or `*` point at their tag);
+    entities map to the whole entity, removed characters (soft hyphens, artefacts, extra spaces) to nothing,
+    so a sentence's original span runs from its first kept character to its last.
+    """
+    markup = looks_like_html(raw)
+    if markup:
+        text, _, starts = html_to_text_with_offsets(raw)
+        tracked = _Tracked(text, starts, [min(s + 1, len(raw)) for s in starts])
+    else:
+        tracked = _Tracked(raw, list(range(len(raw))), list(range(1, len(raw) + 1)))
+        if "&" in raw and _ENTITY.search(raw):
+            tracked.sub(_ENTITY, lambda m: html.unescape(m.group(0)))
+    tracked.sub(_ARTEFACT, "")
+    tracked.sub(_INVISIBLE, "")
+    tracked.sub(_LINE_BREAKS, "\n")
+    tracked.sub(_SPACES, " ")
+    tracked.sub(_RUNS_OF_SPACES, " ")
+    tracked.sub(_SPACE_AROUND_NEWLINE, "\n")
+    tracked.sub(_MANY_NEWLINES, "\n\n")
+    tracked.strip()
+    if join_hard_wrapped_lines:
+        text = tracked.text
+        joined = _join_hard_wraps(text)
+        # joining turns single newlines into spaces: same length, so the offsets carry over unchanged
+        tracked = _Tracked(joined, tracked.starts, tracked.ends)
+    return CleanedText(tracked.text, tracked.starts, tracked.ends, raw, markup)

@@ -1,7 +1,8 @@
-"""The segment stage: documents in, sentences (with offsets into the cleaned text and a role) out.
+"""The segment stage: documents in, sentences (with offsets into the document text and a role) out.
 
-Offsets refer to the cleaned text, which is `clean_text(document.text, join_hard_wrapped_lines=...)` with
-the stage's `SegmentConfig`; `segment` also returns it.
+The splitter cuts the cleaned text (`clean_text(document.text, ...)` with the stage's `SegmentConfig`;
+`segment` returns it), and a sentence's `text` is the cleaned sentence; `start`/`end` index the ORIGINAL
+`document.text`, so `document.text[start:end]` is the passage as the input file holds it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pipeline.io.jsonl import write_jsonl
 from pipeline.io.rejects import Reject, write_rejects
 from pipeline.schema import Document, Sentence
 from pipeline.segment.answer import AnswerMetadata, assign_roles, attach_answer, describe_answer
-from pipeline.segment.clean import clean_text
+from pipeline.segment.clean import clean_text, clean_with_offsets
 from pipeline.segment.splitter import split_sentences
 
 
@@ -29,7 +30,7 @@ class SegmentedDocument:
     """A document cut into sentences, with the cleaned text the offsets point into."""
 
     document: Document  # a copy; metadata["answer"] is set when the text is a minister's answer
-    cleaned_text: str
+    cleaned_text: str  # what the splitter read; sentence texts are slices of it
     sentences: list[Sentence]
     answer: AnswerMetadata | None
     # indexes of sentences that are pieces of one over `segment.max_sentence_chars`, cut by force (no
@@ -71,15 +72,17 @@ def _limit_length(text: str, spans: list[tuple[int, int]], max_chars: int) -> tu
 
 def segment(document: Document, cfg: SegmentConfig) -> SegmentedDocument:
     """Clean, split and give each sentence a role; raise `EmptyDocumentError` when nothing is left."""
-    cleaned = clean_text(document.text, join_hard_wrapped_lines=cfg.join_hard_wrapped_lines)
+    mapped = clean_with_offsets(document.text, join_hard_wrapped_lines=cfg.join_hard_wrapped_lines)
+    cleaned = mapped.text
     if not cleaned:
         raise EmptyDocumentError(f"document {document.id!r}: no text left after cleaning")
     spans, forced = _limit_length(cleaned, split_sentences(cleaned), cfg.max_sentence_chars)
     answer = describe_answer(cleaned) if cfg.detect_answer_structure else None
     roles = assign_roles(cleaned, spans, answer=answer)
     sentences = [
-        Sentence(doc_id=document.id, index=i, start=s, end=e, text=cleaned[s:e], role=role, forced=i in forced)
+        Sentence(doc_id=document.id, index=i, start=start, end=end, text=cleaned[s:e], role=role, forced=i in forced)
         for i, ((s, e), role) in enumerate(zip(spans, roles, strict=True))
+        for start, end in [mapped.original_span(s, e)]
     ]
     return SegmentedDocument(attach_answer(document, answer), cleaned, sentences, answer, frozenset(forced))
 
@@ -105,7 +108,7 @@ def with_answer_metadata(document: Document, cfg: SegmentConfig | None = None) -
 
 
 def segment_document(document: Document, cfg: SegmentConfig) -> list[Sentence]:
-    """The sentences of one document (offsets into `clean_text(document.text)`)."""
+    """The sentences of one document (offsets into `document.text`)."""
     return segment(document, cfg).sentences
 
 
