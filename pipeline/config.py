@@ -264,8 +264,22 @@ class EvaluateConfig(Section):
 LABEL_OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
 
 
+class SparkConfig(Section):
+    """Where and how the Spark engine runs; none of it changes the rows."""
+
+    master: str = "local[*]"  # local[N], spark://host:7077, yarn, ...; ignored when spark-submit sets it
+    partitions: int | None = Field(default=None, ge=1)  # labelling tasks; default: Spark's default parallelism
+    batch_documents: int = Field(default=64, ge=1)  # documents per labelling call inside a task
+    conf: dict[str, str] = Field(default_factory=dict)  # extra Spark settings, e.g. spark.executor.memory
+
+
 class LabelConfig(Section):
     """Batch labelling of documents with a registered (or saved) model."""
+
+    # "local": this process, streaming and resumable. "spark": the same labelling on Apache Spark
+    # (pip install 'ct-policy-pipeline[spark]'; output: a Parquet dataset folder; docs/spark.md).
+    engine: Literal["local", "spark"] = "local"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     model: str = "models:/ct-sentence-labeller@champion"  # models:/ URI, runs:/ URI or a model folder
     input: Path = Path("runs/default/documents.jsonl")  # documents JSONL or a folder of files

@@ -130,7 +130,7 @@ def _run_settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig)
     return {
         "format": _FORMAT_VERSION,
         "model": asdict(info),
-        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite"}),
+        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite", "spark"}),
         "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
     }
 

@@ -8,6 +8,7 @@ stops a text from being read at all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,43 +108,103 @@ def _read_one_file(path: Path, doc_id: str) -> DocumentOrReject:
     return Document(id=doc_id, text=text, title=title, metadata={"path": str(path)})
 
 
+def read_parquet_documents(path: Path) -> Iterator[DocumentOrReject]:
+    """Documents from a Parquet file, one row per document, with the JSONL rules (`id`, `text`, ...)."""
+    import pyarrow.parquet as pq
+
+    source = str(path)
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        number = 0
+        for batch in batches:
+            for record in batch.to_pylist():
+                number += 1
+                where = f"{path.name}:row {number}"
+                problem = _record_problem(record)
+                if problem:
+                    doc_id = str(record["id"]) if record.get("id") is not None else where
+                    yield Reject(id=doc_id, source=source, reason=f"row {number}: {problem}")
+                    continue
+                try:
+                    yield document_from_record(record)
+                except ValidationError as exc:
+                    yield Reject(id=str(record["id"]), source=source, reason=f"row {number}: {exc.errors()[0]['msg']}")
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for a corrupt file
+        yield Reject(id=path.name, source=source, reason=f"cannot read the Parquet file: {exc}")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One unit of input, read as a whole by one reader: a JSONL or Parquet file, a text file, or a file of
+    a type no reader takes (`unsupported`). `doc_id` is a single file's document id; `root` the folder."""
+
+    path: str
+    doc_id: str
+    root: str | None = None
+    unsupported: bool = False
+
+
+def document_sources(path: Path) -> list[Source]:
+    """The sources under `path`, in the order `read_documents` reads them (a folder: path order).
+
+    Hidden files are skipped; any other file type is an `unsupported` source, read as a Reject.
+    Raises FileNotFoundError when `path` does not exist.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [Source(str(path), path.name)]
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path}: no such file or folder (expected a .jsonl(.gz) or .parquet file, or a folder)"
+        )
+    sources = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts) or file.name.startswith("~$"):
+            continue
+        known = is_jsonl(file) or _is_parquet(file) or file.suffix.lower() in FILE_SUFFIXES
+        sources.append(Source(str(file), relative.as_posix(), str(path), unsupported=not known))
+    return sources
+
+
+def read_source(source: Source) -> Iterator[DocumentOrReject]:
+    """The documents (and Rejects) of one source; the same reader whichever engine calls it."""
+    path = Path(source.path)
+    if source.unsupported:
+        yield Reject(
+            id=source.doc_id,
+            source=str(source.root),
+            reason=f"unsupported file type {path.suffix or '(none)'}; expected one of "
+            f"{sorted(FILE_SUFFIXES | {'.jsonl', '.jsonl.gz', '.parquet'})}",
+        )
+    elif is_jsonl(path):
+        yield from read_jsonl_documents(path)
+    elif _is_parquet(path):
+        yield from read_parquet_documents(path)
+    else:
+        yield _read_one_file(path, source.doc_id)
+
+
 def read_folder_documents(folder: Path) -> Iterator[DocumentOrReject]:
-    """Every .txt/.md/.html/.docx (and JSONL) file under `folder`, in path order; ids are relative paths.
+    """Every .txt/.md/.html/.docx, JSONL and Parquet file under `folder`, in path order; ids are relative paths.
 
     Hidden files are skipped; any other file type becomes a Reject so nothing disappears silently.
     """
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.name.startswith("~$"):
-            continue
-        if is_jsonl(path):
-            yield from read_jsonl_documents(path)
-        elif path.suffix.lower() in FILE_SUFFIXES:
-            yield _read_one_file(path, relative.as_posix())
-        else:
-            yield Reject(
-                id=relative.as_posix(),
-                source=str(folder),
-                reason=f"unsupported file type {path.suffix or '(none)'}; expected one of "
-                f"{sorted(FILE_SUFFIXES | {'.jsonl', '.jsonl.gz'})}",
-            )
+    for source in document_sources(folder):
+        yield from read_source(source)
 
 
 def read_documents(path: Path) -> Iterator[DocumentOrReject]:
-    """Documents from a JSONL(.gz) file, a single text/HTML/Word file, or a folder of them.
+    """Documents from a JSONL(.gz) or Parquet file, a single text/HTML/Word file, or a folder of them.
 
     Raises FileNotFoundError when `path` does not exist; every other problem is a per-document Reject.
     """
-    path = Path(path)
-    if path.is_dir():
-        yield from read_folder_documents(path)
-    elif path.is_file():
-        if is_jsonl(path):
-            yield from read_jsonl_documents(path)
-        else:
-            yield _read_one_file(path, path.name)
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder (expected a .jsonl(.gz) file or a folder)")
+    for source in document_sources(Path(path)):
+        yield from read_source(source)
 
 
 def write_documents(path: Path, documents: Iterable[Document]) -> int:

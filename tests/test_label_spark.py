@@ -1,0 +1,170 @@
+"""The Spark engine against the local engine: same rows, same summaries, same rejects; safe reruns.
+
+Real Spark (`local[2]`, the machine's Java), one SparkSession for the module, a real TF-IDF model, the real
+readers and segmenter; a Python worker is killed mid-job with SIGKILL. Documents are constructed here.
+Marked `spark`: skipped in the quick run, run in CI (CI=true) or with PIPELINE_SPARK_TESTS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
+from pipeline.io.documents import read_documents
+from pipeline.label import SENTENCE_SCHEMA, SUMMARY_SCHEMA, LabelRunMismatch, label_documents, resolve_model
+from pipeline.models.baselines import TfidfModel
+from tests.labelled_examples import constructed_sentences
+from tests.test_label import PARAGRAPHS, constructed_documents
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(
+        not (os.environ.get("CI") or os.environ.get("PIPELINE_SPARK_TESTS")),
+        reason="Spark tests run in CI or with PIPELINE_SPARK_TESTS=1",
+    ),
+]
+pyspark = pytest.importorskip("pyspark")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("no Java runtime for Spark", allow_module_level=True)
+
+from pipeline.engines.spark import KILL_FILE_ENV, label_documents_spark, spark_session  # noqa: E402
+
+SPARK = SparkConfig(master="local[2]", partitions=3, batch_documents=8)
+
+
+@pytest.fixture(scope="module")
+def kill_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fault") / "kill-one-worker"
+
+
+@pytest.fixture(scope="module")
+def session(kill_file: Path):
+    os.environ[KILL_FILE_ENV] = str(kill_file)  # inherited by the Python workers the JVM starts
+    spark = spark_session(SPARK)
+    yield spark
+    spark.stop()
+    os.environ.pop(KILL_FILE_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tfidf") / "model"
+    TfidfModel(min_df=1, tune_thresholds=False).fit(constructed_sentences()).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of every input kind: JSONL with bad lines and a repeated id, Parquet, text files, junk."""
+    folder = tmp_path_factory.mktemp("inbox")
+    documents = constructed_documents(60)
+    lines = [d.model_dump_json() for d in documents[:40]]
+    lines[3] = "[1, 2]"
+    lines[7] = json.dumps({"id": "svar-0001", "text": PARAGRAPHS[4]}, ensure_ascii=False)  # repeated id
+    lines.insert(10, "")
+    lines.append(json.dumps({"id": "tom", "text": "   "}))
+    (folder / "a-answers.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = [{"id": d.id, "title": d.title, "date": d.date, "text": d.text, "n": i} for i, d in enumerate(documents)]
+    records = records[40:]
+    records[2]["text"] = None
+    table = pa.Table.from_pylist(records)
+    pq.write_table(table, folder / "b-answers.parquet")
+    (folder / "c.txt").write_text(PARAGRAPHS[0] + "\n\n" + PARAGRAPHS[2], encoding="utf-8")
+    (folder / "d-long.txt").write_text(" ".join(PARAGRAPHS * 20), encoding="utf-8")
+    (folder / "e-latin1.txt").write_bytes("Förslaget bereds.".encode("latin-1"))
+    (folder / "f.png").write_bytes(b"\x89PNG\r\n")
+    return folder
+
+
+def config(tmp_path: Path, inbox: Path, model_dir: Path, **changes: object) -> LabelConfig:
+    values: dict[str, object] = {
+        "model": str(model_dir),
+        "input": inbox,
+        "output": tmp_path / "labelled.parquet",
+        "max_chars": 400,
+        "chunk_documents": 16,
+        "spark": SPARK,
+    }
+    return LabelConfig(**{**values, **changes})
+
+
+def rejects_of(path: Path) -> list[tuple]:
+    return sorted(tuple(sorted(json.loads(line).items())) for line in path.read_text(encoding="utf-8").splitlines())
+
+
+def assert_same_tables(spark_path: Path, local_path: Path, schema: pa.Schema) -> None:
+    """Row for row: the same columns and types, equal values, probabilities within 1e-6."""
+    ours, theirs = pq.read_table(spark_path), pq.read_table(local_path)
+    assert ours.schema.equals(schema, check_metadata=False) and theirs.schema.equals(schema, check_metadata=False)
+    assert ours.num_rows == theirs.num_rows > 0
+    for field in schema:
+        a, b = ours.column(field.name).to_pylist(), theirs.column(field.name).to_pylist()
+        if field.type == pa.float64():
+            np.testing.assert_allclose(a, b, atol=1e-6, rtol=0, err_msg=field.name)
+        else:
+            assert a == b, field.name
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory, inbox: Path, model_dir: Path):
+    out = tmp_path_factory.mktemp("local")
+    cfg = config(out, inbox, model_dir)
+    model, info = resolve_model(cfg.model)
+    return label_documents(cfg, model, info, read_documents(inbox), SegmentConfig(), show_progress=False)
+
+
+def test_spark_output_equals_the_local_engines(session, local_run, inbox, model_dir, tmp_path) -> None:
+    cfg = config(tmp_path, inbox, model_dir)
+    result = label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)
+
+    assert result.output.is_dir()  # a Parquet dataset: part files in input order
+    assert_same_tables(result.output, local_run.output, SENTENCE_SCHEMA)
+    assert_same_tables(result.summary, local_run.summary, SUMMARY_SCHEMA)
+    assert rejects_of(result.rejects) == rejects_of(local_run.rejects)
+    reasons = " | ".join(r["reason"] for r in map(json.loads, result.rejects.read_text().splitlines()))
+    for expected in ("duplicate id", "expected a JSON object", "is null", "unsupported file type", "max_chars=400"):
+        assert expected in reasons
+    counts = ("documents", "labelled", "sentences", "rejected", "warnings")
+    assert [getattr(result, c) for c in counts] == [getattr(local_run, c) for c in counts]
+    assert result.exit_code == local_run.exit_code
+    assert not Path(f"{cfg.output}.partial").exists()
+
+
+def test_rerun_into_an_output_and_other_arguments_refused(session, local_run, inbox, model_dir, tmp_path) -> None:
+    cfg = config(tmp_path, inbox, model_dir)
+    label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)
+    label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)  # replaces, no duplicates
+    assert_same_tables(cfg.output, local_run.output, SENTENCE_SCHEMA)
+
+    partial = Path(f"{cfg.output}.partial")
+    partial.mkdir()
+    (partial / "manifest.json").write_text(json.dumps({"engine": "spark", "label": {"max_chars": 1}}))
+    with pytest.raises(LabelRunMismatch, match="other arguments"):
+        label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)
+
+
+def test_a_killed_worker_then_a_rerun_give_the_same_output(
+    session, local_run, inbox, model_dir, kill_file, tmp_path
+) -> None:
+    cfg = config(tmp_path, inbox, model_dir)
+    kill_file.write_text("kill")
+    try:  # local[2] does not retry a failed task: the job fails, as a cluster's does after its retries
+        label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)
+    except Exception as exc:
+        assert "crashed" in str(exc) or "exited" in str(exc) or "Python worker" in str(exc), exc
+    assert not kill_file.exists()  # a worker did die mid-job
+    assert Path(f"{cfg.output}.partial").is_dir() or cfg.output.is_dir()
+
+    result = label_documents_spark(cfg, SegmentConfig(), session=session, log=lambda _: None)
+    assert_same_tables(result.output, local_run.output, SENTENCE_SCHEMA)
+    assert_same_tables(result.summary, local_run.summary, SUMMARY_SCHEMA)
+    assert rejects_of(result.rejects) == rejects_of(local_run.rejects)
+    assert len(list(result.output.glob("*.parquet"))) >= 1 and not Path(f"{cfg.output}.partial").exists()
