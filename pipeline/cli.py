@@ -117,6 +117,9 @@ def label(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a finished output that was written with other arguments.")
     ] = False,
+    engine: Annotated[
+        str | None, typer.Option(help="local (this process) or spark (label.spark.master; see docs/spark.md).")
+    ] = None,
 ) -> None:
     """Batch-label documents: one row per sentence plus a per-document summary; resumable.
 
@@ -124,7 +127,12 @@ def label(
     document over label.max_chars) was cut (see the rejects file); 2 when the arguments are refused.
     """
     overrides = list(set_ or [])
-    for key, value in (("label.model", model), ("label.input", input_), ("label.output", output)):
+    for key, value in (
+        ("label.model", model),
+        ("label.input", input_),
+        ("label.output", output),
+        ("label.engine", engine),
+    ):
         if value is not None:
             overrides.append(f"{key}={value}")
     if overwrite:

@@ -205,6 +205,8 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
     from pipeline.label import label_documents
     from pipeline.registry import resolve_model
 
+    if config.label.engine == "spark":
+        return _label_on_spark(config)
     model, info = resolve_model(config.label.model)
     documents = read_documents(Path(config.label.input))
     segmented = read_sentences(sentences) if sentences is not None else None
@@ -226,6 +228,22 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
         {"labelled": str(result.output), "summary": str(result.summary)},
         f"{result.sentences} sentences from {result.labelled} documents -> {result.output}"
         + (f"; {result.rejected} rejected" if result.rejected else ""),
+    )
+
+
+def _label_on_spark(config: PipelineConfig) -> StageOutcome:
+    """The label stage on Apache Spark: the same files as the local engine, logged alike, plus Spark's pace."""
+    from pipeline import tracking
+    from pipeline.engines.spark import label_documents_spark
+
+    result = label_documents_spark(config.label, config.segment, log=lambda line: console.print(line, highlight=False))
+    tracking.log_labelling(result, config.label, engine="spark")
+    return StageOutcome(
+        "label",
+        result.exit_code,
+        {"labelled": str(result.output), "summary": str(result.summary)},
+        f"{result.sentences} sentences from {result.labelled} documents -> {result.output} (Spark, "
+        f"{result.rows_per_second:.0f} sentences/s)" + (f"; {result.rejected} rejected" if result.rejected else ""),
     )
 
 

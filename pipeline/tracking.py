@@ -310,3 +310,37 @@ def last_finished_run(experiment: str, tag: str) -> mlflow.entities.Run | None:
         output_format="list",
     )
     return runs[0] if runs else None
+
+
+def log_labelling(result: Any, cfg: Any, engine: str = "local") -> None:
+    """A labelling run: counts, the input and output locations, the model that labelled, and the engine's pace."""
+    mlflow.log_metrics(
+        {
+            "documents": result.documents,
+            "labelled_documents": result.labelled,
+            "sentences": result.sentences,
+            "rejected_documents": result.rejected,
+            "truncated_documents": result.warnings,
+        }
+    )
+    model = getattr(result, "model", None)
+    tags = {"label.engine": engine, "label.input": str(cfg.input), "label.output": str(result.output)}
+    if model is not None:
+        tags |= {"label.model_name": model.name, "label.model_version": model.version}
+    if engine == "spark":
+        tags |= {"spark.master": result.master, "spark.ui": result.ui_url or ""}
+        mlflow.log_metrics(
+            {
+                "sentences_per_second": result.rows_per_second,
+                "spark_startup_seconds": result.startup_seconds,
+                "labelling_seconds": result.labelling_seconds,
+            }
+        )
+    mlflow.set_tags(tags)
+    summary = Path(result.summary)
+    if summary.is_dir():  # the Spark engine's summary is a Parquet dataset
+        mlflow.log_artifacts(str(summary), f"labelling/{summary.name}")
+    elif summary.is_file():
+        mlflow.log_artifact(str(summary), "labelling")
+    if Path(result.rejects).is_file():
+        mlflow.log_artifact(str(result.rejects), "labelling")

@@ -23,7 +23,7 @@ if [ -f "$stamp" ]; then exit 0; fi
 # that an unpinned requirement would pull. On machines where PyPI serves only the CUDA wheel,
 # install the CPU wheel of torch 2.13.0 by hand first; this line then installs nothing.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev,bench]"
+.venv/bin/python -m pip install --quiet -e ".[dev,bench,spark]"
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "bootstrap: environment ready in .venv"

@@ -189,8 +189,9 @@ class _LabelPartitions:
     def _label_documents(self, documents: list[tuple[tuple[int, int], Document]]) -> list[dict[str, Any]]:
         predict = _predictor(self.folder_name, self.cfg)
         try:
-            return _tables_rows(label_batch([d for _, d in documents], predict, self.info, self.cfg, self.segment_cfg),
-                                documents)
+            return _tables_rows(
+                label_batch([d for _, d in documents], predict, self.info, self.cfg, self.segment_cfg), documents
+            )
         except Exception:  # find the document that fails; it goes to the rejects, the others are labelled
             out: list[dict[str, Any]] = []
             for at, document in documents:
@@ -290,8 +291,15 @@ def _model_folder(cfg: LabelConfig, download_dir: Path) -> tuple[Path, ModelInfo
     return cards[0].parent, info
 
 
-def _label_job(session: Any, sources: list[Source], folder: Path, info: ModelInfo, cfg: LabelConfig,
-               segment_cfg: SegmentConfig, target: Path) -> None:
+def _label_job(
+    session: Any,
+    sources: list[Source],
+    folder: Path,
+    info: ModelInfo,
+    cfg: LabelConfig,
+    segment_cfg: SegmentConfig,
+    target: Path,
+) -> None:
     """Read, screen for repeated ids, label and stage every item under `target` (one folder per table)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -364,8 +372,9 @@ def label_documents_spark(
     """
     paths = LabelPaths.for_config(cfg)
     if paths.output.suffix.lower() != ".parquet":
-        raise ValueError(f"label.output {str(paths.output)!r}: label.engine=spark writes a Parquet dataset; "
-                         "use a .parquet output")
+        raise ValueError(
+            f"label.output {str(paths.output)!r}: label.engine=spark writes a Parquet dataset; use a .parquet output"
+        )
     sources = document_sources(Path(cfg.input))
     partial = paths.partial
     with tempfile.TemporaryDirectory(prefix="ct-label-model-") as download:
