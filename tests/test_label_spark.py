@@ -19,7 +19,8 @@ import pytest
 
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import SENTENCE_SCHEMA, SUMMARY_SCHEMA, LabelRunMismatch, label_documents, resolve_model
+from pipeline.label import LabelRunMismatch, label_documents, resolve_model
+from pipeline.labelling import SENTENCE_SCHEMA, SUMMARY_SCHEMA
 from pipeline.models.baselines import TfidfModel
 from tests.labelled_examples import constructed_sentences
 from tests.test_label import PARAGRAPHS, constructed_documents

@@ -33,17 +33,18 @@ from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import Source, document_sources, read_source
 from pipeline.io.rejects import Reject
 from pipeline.io.screening import DUPLICATE_ID, screen_document
-from pipeline.label import (
+from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch, resolve_model
+from pipeline.labelling import (
     REJECTED,
     SENTENCE_SCHEMA,
-    STAGE,
     SUMMARY_SCHEMA,
     WARNING,
-    LabelPaths,
-    LabelResult,
-    LabelRunMismatch,
+    LabelledBatch,
     ModelInfo,
-    resolve_model,
+    label_batch,
+    reader_reject,
+    reject_row,
+    sentence_predictor,
 )
 from pipeline.schema import Document
 
@@ -72,8 +73,10 @@ class SparkLabelResult(LabelResult):
 
 
 def spark_session(cfg: SparkConfig, app_name: str = "ct-pipeline label") -> Any:
-    """A SparkSession for `cfg.master` (or the one spark-submit made). Local masters stay on 127.0.0.1 and
-    run Python workers with this interpreter, so the project's packages are there."""
+    """A SparkSession for `cfg.master`, or the platform's (spark-submit, Databricks) when there is one.
+
+    Local masters stay on 127.0.0.1 and run Python workers with this interpreter, so the project is there.
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -81,9 +84,11 @@ def spark_session(cfg: SparkConfig, app_name: str = "ct-pipeline label") -> Any:
             "label.engine=spark needs pyspark: pip install 'ct-policy-pipeline[spark]' (and Java 17+)"
         ) from None
     builder = SparkSession.builder.appName(app_name)
-    if not os.environ.get("SPARK_HOME") or cfg.master.startswith("local"):
+    # under spark-submit (or in a Databricks notebook or job) the platform has chosen the master already
+    launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or SparkSession.getActiveSession() is not None
+    if not launched:
         builder = builder.master(cfg.master)
-    if cfg.master.startswith("local"):
+    if not launched and cfg.master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
@@ -122,7 +127,6 @@ def _predictor(folder_name: str, cfg: LabelConfig) -> Any:
     if folder_name not in _LOADED:
         from pyspark import SparkFiles
 
-        from pipeline.label import sentence_predictor
         from pipeline.models.base import load_model
 
         _LOADED[folder_name] = sentence_predictor(load_model(Path(SparkFiles.get(folder_name))), cfg)
@@ -140,17 +144,11 @@ def _maybe_die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def label_batch(items: Sequence[object], predict: Any, info: ModelInfo, cfg: LabelConfig, segment_cfg: SegmentConfig):
-    """The one labelling function, as the local engine calls it (a batch of documents and readers' rejects)."""
-    from pipeline.label import _label_chunk
-
-    return _label_chunk(items, predict, info, cfg, segment_cfg, set())
-
-
-def _reader_reject(reject: Reject) -> dict[str, Any]:
-    from pipeline.label import _reader_reject as local
-
-    return local(reject)
+def _label_documents_batch(
+    items: Sequence[Document], predict: Any, info: ModelInfo, cfg: LabelConfig, segment_cfg: SegmentConfig
+) -> LabelledBatch:
+    """The one labelling function, called as the local engine calls it (repeated ids are settled before)."""
+    return label_batch(items, predict, info, segment_cfg, max_chars=cfg.max_chars)
 
 
 class _LabelPartitions:
@@ -177,9 +175,9 @@ class _LabelPartitions:
         for row in rows:
             at = (int(row["file_no"]), int(row["item_no"]))
             if row["reject"] is not None:
-                out.append(_tagged("reject", at, 0, _reader_reject(Reject.model_validate_json(row["reject"]))))
+                out.append(_tagged("reject", at, 0, reader_reject(Reject.model_validate_json(row["reject"]))))
             elif row["duplicate"]:
-                out.append(_tagged("reject", at, 0, _reject_row(str(row["doc_id"]), DUPLICATE_ID)))
+                out.append(_tagged("reject", at, 0, reject_row(str(row["doc_id"]), DUPLICATE_ID)))
             else:
                 documents.append((at, Document.model_validate_json(row["document"])))
         if documents:
@@ -190,29 +188,26 @@ class _LabelPartitions:
         predict = _predictor(self.folder_name, self.cfg)
         try:
             return _tables_rows(
-                label_batch([d for _, d in documents], predict, self.info, self.cfg, self.segment_cfg), documents
+                _label_documents_batch([d for _, d in documents], predict, self.info, self.cfg, self.segment_cfg),
+                documents,
             )
         except Exception:  # find the document that fails; it goes to the rejects, the others are labelled
             out: list[dict[str, Any]] = []
             for at, document in documents:
                 try:
-                    batch = label_batch([document], predict, self.info, self.cfg, self.segment_cfg)
+                    batch = _label_documents_batch([document], predict, self.info, self.cfg, self.segment_cfg)
                     out.extend(_tables_rows(batch, [(at, document)]))
                 except Exception as exc:
                     reason = f"labelling failed: {type(exc).__name__}: {exc}"
-                    out.append(_tagged("reject", at, 0, _reject_row(document.id, reason)))
+                    out.append(_tagged("reject", at, 0, reject_row(document.id, reason)))
             return out
-
-
-def _reject_row(item_id: str, reason: str) -> dict[str, Any]:
-    return {"id": item_id, "source": STAGE, "reason": reason, "severity": REJECTED}
 
 
 def _tagged(table: str, at: tuple[int, int], seq: int, row: dict[str, Any]) -> dict[str, Any]:
     return {"table": table, "file_no": at[0], "item_no": at[1], "seq": seq, **row}
 
 
-def _tables_rows(batch: Any, documents: list[tuple[tuple[int, int], Document]]) -> list[dict[str, Any]]:
+def _tables_rows(batch: LabelledBatch, documents: list[tuple[tuple[int, int], Document]]) -> list[dict[str, Any]]:
     """The labelled batch's three tables as tagged rows, each with its document's place in the input."""
     first: dict[str, tuple[int, int]] = {}
     for at, document in documents:
