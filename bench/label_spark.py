@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.engines.spark import label_documents_spark, spark_session
 from pipeline.io.documents import read_documents
-from pipeline.label import label_documents, resolve_model
+from pipeline.label import label_documents
+from pipeline.registry import resolve_model
 from pipeline.schema import Document
 from pipeline.segment import segment_document
 

@@ -2,7 +2,7 @@
 
 Real Spark (`local[2]`, the machine's Java), one SparkSession for the module, a real TF-IDF model, the real
 readers and segmenter; a Python worker is killed mid-job with SIGKILL. Documents are constructed here.
-Marked `spark`: skipped in the quick run, run in CI (CI=true) or with PIPELINE_SPARK_TESTS=1.
+Marked `spark`: left out of the quick tier, run by scripts/test.sh (and CI) with the other marked tiers.
 """
 
 from __future__ import annotations
@@ -19,19 +19,14 @@ import pytest
 
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import LabelRunMismatch, label_documents, resolve_model
+from pipeline.label import LabelRunMismatch, label_documents
 from pipeline.labelling import SENTENCE_SCHEMA, SUMMARY_SCHEMA
 from pipeline.models.baselines import TfidfModel
+from pipeline.registry import resolve_model
 from tests.labelled_examples import constructed_sentences
 from tests.test_label import PARAGRAPHS, constructed_documents
 
-pytestmark = [
-    pytest.mark.spark,
-    pytest.mark.skipif(
-        not (os.environ.get("CI") or os.environ.get("PIPELINE_SPARK_TESTS")),
-        reason="Spark tests run in CI or with PIPELINE_SPARK_TESTS=1",
-    ),
-]
+pytestmark = pytest.mark.spark
 pyspark = pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("no Java runtime for Spark", allow_module_level=True)

@@ -32,8 +32,7 @@ import pyarrow as pa
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import Source, document_sources, read_source
 from pipeline.io.rejects import Reject
-from pipeline.io.screening import DUPLICATE_ID, screen_document
-from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch, resolve_model
+from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch
 from pipeline.labelling import (
     REJECTED,
     SENTENCE_SCHEMA,
@@ -46,7 +45,9 @@ from pipeline.labelling import (
     reject_row,
     sentence_predictor,
 )
+from pipeline.registry import resolve_model
 from pipeline.schema import Document
+from pipeline.screening import DUPLICATE_ID, screen_document
 
 # A test hook for fault injection: when this environment variable names a file that exists, the Python
 # worker that first sees it deletes it and kills itself (SIGKILL) before labelling its next batch.
