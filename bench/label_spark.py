@@ -91,7 +91,7 @@ def main() -> None:
         workers = int(master.removeprefix("local[").rstrip("]"))
         spark = SparkConfig(master=master, partitions=workers * 2, batch_documents=32)
         cfg = base.model_copy(
-            update={"output": work / f"{master}.parquet", "spark": spark, "threads": max(1, cores // workers)}
+            update={"output": work / f"spark-{workers}.parquet", "spark": spark, "threads": max(1, cores // workers)}
         )
         began = time.perf_counter()
         session = spark_session(spark)
