@@ -172,12 +172,13 @@ def build_model(shape: str, root: Path, shared: Path | None, fit_sentences: int)
     return root / f"model-{shape}"
 
 
-def hf_classifier(model_dir: Path) -> Callable[[list[str]], list]:
+def hf_classifier(model: BertTwoHeadModel, encoder: Path) -> Callable[[list[str]], list]:
     """transformers' text-classification pipeline on the same encoder weights (own pooler + classifier)."""
     from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
-    encoder = model_dir / "encoder"
     with quiet_transformers():
+        model.network_.encoder.save_pretrained(str(encoder))  # the encoder alone, as a plain BERT folder
+        model.tokenizer.save_pretrained(str(encoder))
         network = BertForSequenceClassification.from_pretrained(str(encoder), num_labels=5).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(encoder))
     classify = pipeline("text-classification", model=network, tokenizer=tokenizer, device=-1)
@@ -257,7 +258,7 @@ def bench_shape(
     card = prepare_fast_inference(model, model_dir, dev)
     card["prepare_seconds"] = round(time.perf_counter() - started, 1)
     graphs = onnx_graphs(model, root / f"graphs-{shape}")
-    classify = hf_classifier(model_dir)
+    classify = hf_classifier(model, root / f"encoder-{shape}")
     return [
         bench_size(shape, root, shared, n, threads, repeats, fit_sentences, model_dir, model, classify, graphs, card)
         for n in sizes

@@ -28,6 +28,7 @@ from pipeline.models.bert import (
     token_budget_batches,
     training_batches,
 )
+from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import SentenceText
 
 pytestmark = pytest.mark.slow  # real fine-tuning of a micro BERT
@@ -101,8 +102,10 @@ def test_saved_model_reloads_in_a_fresh_process_with_identical_predictions(
     model.save(folder)
     card = json.loads((folder / "model.json").read_text())
     assert card["kind"] == "bert" and card["spec"]["context"] is True and len(card["strategy_thresholds"]) == 3
-    assert (folder / "encoder" / "model.safetensors").is_file() and (folder / "heads.safetensors").is_file()
-    assert AutoModel.from_pretrained(str(folder / "encoder")).config.hidden_size == 32
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    network = AutoModel.from_pretrained(str(folder))  # a transformers model (pipeline.models.two_head registers it)
+    assert isinstance(network, TwoHeadModel) and network.encoder.config.hidden_size == 32
+    assert network.config.strategy_thresholds == card["strategy_thresholds"]
 
     inputs = dev_inputs()
     (tmp_path / "inputs.json").write_text(json.dumps([[s.text, s.previous, s.next] for s in inputs]))
@@ -130,6 +133,49 @@ def test_saved_model_reloads_in_a_fresh_process_with_identical_predictions(
     reloaded = load_model(folder).predict_proba(inputs)
     assert reloaded.commitment_labels() == here.commitment_labels()
     assert reloaded.strategy_labels() == here.strategy_labels()
+
+
+def write_old_layout(model: BertTwoHeadModel, folder: Path) -> None:
+    """The folder layout the model was saved in before it became a transformers model (built here by hand)."""
+    from safetensors.torch import save_file
+
+    network = model.network_
+    network.encoder.save_pretrained(str(folder / "encoder"))
+    model.tokenizer.save_pretrained(str(folder / "encoder"))
+    heads = {
+        f"{name}.{k}": v for name in ("commitment", "strategy") for k, v in getattr(network, name).state_dict().items()
+    }
+    save_file({k: v.detach().cpu().contiguous() for k, v in heads.items()}, str(folder / "heads.safetensors"))
+    write_model_json(
+        folder,
+        "bert",
+        spec=model.spec.model_dump(mode="json"),
+        strategy_thresholds=model.strategy_thresholds_.tolist(),
+        max_length=model.max_length_,
+        encoder="encoder",
+        heads="heads.safetensors",
+        history=model.history_,
+    )
+
+
+def test_a_model_saved_in_the_old_layout_loads_and_labels_identically(
+    fitted: tuple[BertTwoHeadModel, list], tmp_path: Path
+) -> None:
+    model, _ = fitted
+    write_old_layout(model, tmp_path / "old")
+    inputs = [SentenceText("Regeringen avsätter medel. " * 40), *dev_inputs()]
+    here = model.predict_proba(inputs)
+    old = load_model(tmp_path / "old")
+    from_old = old.predict_proba(inputs)
+    old.save(tmp_path / "new")  # converting: load the old folder, save the new one
+    assert not (tmp_path / "new" / "heads.safetensors").exists()
+    from_new = load_model(tmp_path / "new").predict_proba(inputs)
+    for probabilities in (from_old, from_new):
+        np.testing.assert_allclose(probabilities.commitment, here.commitment, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(probabilities.strategy, here.strategy, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(probabilities.strategy_thresholds, here.strategy_thresholds)
+        np.testing.assert_array_equal(probabilities.truncated, here.truncated)
+    assert here.truncated.tolist()[0] is True and not here.truncated[1:].any()
 
 
 def test_predictions_do_not_depend_on_order_or_batch_size(fitted: tuple[BertTwoHeadModel, list]) -> None:

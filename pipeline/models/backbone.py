@@ -19,11 +19,15 @@ from transformers.utils import logging as hf_logging
 def quiet_transformers() -> Iterator[None]:
     """Silence the load report (the dropped MLM head is expected, not news) for the duration of a load."""
     previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _check_reachable(name_or_path: str) -> None:

@@ -20,15 +20,15 @@ from typing import Any, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from pipeline.config import BertSpec, EvaluateConfig
 from pipeline.labelled_data import in_document_order, sentence_texts
 from pipeline.metrics import tune_thresholds
-from pipeline.models.backbone import load_encoder, load_tokenizer, set_threads
+from pipeline.models.backbone import load_encoder, load_tokenizer, quiet_transformers, set_threads
 from pipeline.models.base import (
     EpochCallback,
     InferenceReport,
@@ -38,6 +38,7 @@ from pipeline.models.base import (
     write_model_json,
 )
 from pipeline.models.bert_inference import LOWER_PRECISIONS
+from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -50,46 +51,10 @@ from pipeline.schema import (
 from pipeline.scores import evaluate_predictions
 
 logger = logging.getLogger(__name__)
-ENCODER_DIR = "encoder"
-HEADS_FILE = "heads.safetensors"
+# The layout saved before the model was a transformers model: encoder/ + heads.safetensors (still loaded).
+OLD_ENCODER_DIR = "encoder"
+OLD_HEADS_FILE = "heads.safetensors"
 _SHOWN_METRICS = ("train_loss", "dev_mean_macro_f1")
-
-
-# --- the network ----------------------------------------------------------------------------------------
-
-
-class TwoHeadNetwork(nn.Module):
-    """Encoder -> sentence vector ([CLS] or mean over the sentence's own tokens) -> two linear heads."""
-
-    def __init__(self, encoder: PreTrainedModel, pooling: str, dropout: float) -> None:
-        super().__init__()
-        hidden = encoder.config.hidden_size
-        self.encoder = encoder
-        self.pooling = pooling
-        self.dropout = nn.Dropout(dropout)
-        self.commitment = nn.Linear(hidden, len(COMMITMENT_LABELS))
-        self.strategy = nn.Linear(hidden, len(STRATEGY_LABELS))
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-        ).last_hidden_state
-        if self.pooling == "cls":
-            vector = hidden[:, 0]
-        else:  # context tokens inform the sentence's tokens through attention but are not averaged in
-            weights = batch["sentence_mask"].unsqueeze(-1).to(hidden.dtype)
-            vector = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        vector = self.dropout(vector)
-        return self.commitment(vector), self.strategy(vector)
-
-    def head_state(self) -> dict[str, torch.Tensor]:
-        return {
-            f"{name}.{key}": value
-            for name in ("commitment", "strategy")
-            for key, value in getattr(self, name).state_dict().items()
-        }
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -308,7 +273,13 @@ class BertTwoHeadModel:
         encoder = load_encoder(backbone, dropout=self.spec.dropout)
         limit = getattr(encoder.config, "max_position_embeddings", self.spec.max_length)
         self.max_length_ = min(self.spec.max_length, limit)
-        self.network_ = TwoHeadNetwork(encoder, self.spec.pooling, self.spec.dropout).to(self.device)
+        self.network_ = TwoHeadModel.from_encoder(
+            encoder,
+            pooling=self.spec.pooling,
+            head_dropout=self.spec.dropout,
+            max_tokens=self.max_length_,
+            context=self.spec.context,
+        ).to(self.device)
 
     def _check_ready(self) -> None:
         if not hasattr(self, "network_"):
@@ -393,7 +364,7 @@ class BertTwoHeadModel:
             for k, rows in enumerate(batches):
                 batch = {key: t.to(device) for key, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits_c, logits_s = network(batch)
+                    logits_c, logits_s = network(**batch)
                 c_true, s_true = target_c[rows].to(device), target_s[rows].to(device)
                 if spec.commitment_loss == "focal":
                     loss_c = focal_loss(logits_c, c_true, commitment_weight, spec.focal_gamma)
@@ -558,49 +529,58 @@ class BertTwoHeadModel:
             for rows in batches:
                 batch = {k: t.to(device) for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits_c, logits_s = network(batch)
+                    logits_c, logits_s = network(**batch)
                 commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
                 strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
         network.train(was_training)
         return strategy, commitment
 
     def save(self, path: Path) -> None:
-        """An HF-style folder: encoder/ (safetensors + tokenizer), heads.safetensors, model.json."""
+        """A transformers folder (config.json, model.safetensors, tokenizer) plus the project's model.json.
+
+        `AutoModel.from_pretrained(path)` loads the network wherever `pipeline.models.two_head` is imported.
+        """
         self._check_ready()
         path = Path(path)
-        encoder_dir = path / ENCODER_DIR
-        encoder_dir.mkdir(parents=True, exist_ok=True)
-        self.network_.encoder.save_pretrained(str(encoder_dir))
-        self.tokenizer_.save_pretrained(str(encoder_dir))
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.network_.head_state().items()},
-            str(path / HEADS_FILE),
-        )
+        path.mkdir(parents=True, exist_ok=True)
+        self.network_.config.strategy_thresholds = self.strategy_thresholds_.tolist()
+        self.network_.config.max_tokens = self.max_length_
+        with quiet_transformers():
+            self.network_.save_pretrained(str(path))
+            self.tokenizer_.save_pretrained(str(path))
         write_model_json(
             path,
             self.kind,
             spec=self.spec.model_dump(mode="json"),
             strategy_thresholds=self.strategy_thresholds_.tolist(),
             max_length=self.max_length_,
-            encoder=ENCODER_DIR,
-            heads=HEADS_FILE,
             history=self.history_,
         )
 
     @classmethod
     def load(cls, path: Path) -> Self:
+        """A folder `save` wrote, or one in the old layout (encoder/ + heads.safetensors + model.json)."""
         path = Path(path)
         card = read_model_json(path, cls.kind)
         model = cls(BertSpec.model_validate(card["spec"]))
-        model._build(path / card.get("encoder", ENCODER_DIR))
-        heads = load_file(str(path / card.get("heads", HEADS_FILE)))
-        for name in ("commitment", "strategy"):
-            getattr(model.network_, name).load_state_dict(
-                {key.split(".", 1)[1]: value for key, value in heads.items() if key.startswith(f"{name}.")}
-            )
+        if "heads" in card or (path / OLD_HEADS_FILE).is_file():
+            model._load_old_layout(path, card)
+        else:
+            model.tokenizer_ = load_tokenizer(path)
+            with quiet_transformers():
+                model.network_ = TwoHeadModel.from_pretrained(str(path))
         model.network_.to(model.device).eval()
-        model.max_length_ = int(card.get("max_length", model.max_length_))
+        model.max_length_ = int(card.get("max_length", model.spec.max_length))
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
         model.history_ = list(card.get("history", []))
         model.folder_ = path  # where the stored fast inference paths are (pipeline.models.agreement)
         return model
+
+    def _load_old_layout(self, path: Path, card: dict[str, Any]) -> None:
+        """The encoder from encoder/, the two heads from heads.safetensors (as the old code wrote them)."""
+        self._build(path / card.get("encoder", OLD_ENCODER_DIR))
+        heads = load_file(str(path / card.get("heads", OLD_HEADS_FILE)))
+        for name in ("commitment", "strategy"):
+            getattr(self.network_, name).load_state_dict(
+                {key.split(".", 1)[1]: value for key, value in heads.items() if key.startswith(f"{name}.")}
+            )

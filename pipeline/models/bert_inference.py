@@ -32,10 +32,10 @@ class Bf16Network(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+    def forward(self, **batch: torch.Tensor) -> Any:
         device = next(self.network.parameters()).device.type
         with torch.autocast(device, dtype=torch.bfloat16):
-            return self.network(batch)
+            return self.network(**batch)
 
 
 def dynamic_int8(network: nn.Module, device: torch.device) -> nn.Module | None:

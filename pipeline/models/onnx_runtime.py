@@ -54,7 +54,7 @@ def _exportable(network: Any) -> Any:
 
         def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             batch = dict(zip(_input_names(network.pooling), tensors, strict=True))
-            return self.network(batch)
+            return self.network(**batch)
 
     return TwoHeadGraph().eval()
 
@@ -179,8 +179,8 @@ class OnnxTwoHeadNetwork:
         commitment, strategy = self.session.run(None, {name: batch[name] for name in self.inputs})
         return commitment, strategy
 
-    def __call__(self, batch: dict[str, Any]) -> tuple[Any, Any]:
-        """The torch network's call: tensors in, tensors out (zero-copy both ways)."""
+    def __call__(self, **batch: Any) -> tuple[Any, Any]:
+        """The torch network's call (`network(**batch)`): tensors in, tensors out (zero-copy both ways)."""
         import torch
 
         arrays = {name: np.asarray(batch[name].numpy(), dtype=np.int64) for name in self.inputs}
