@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from micro_bert import constructed_labelled
@@ -26,7 +25,6 @@ from pipeline.models.bert import (
     encode_sentences,
     head_scores,
     token_budget_batches,
-    training_batches,
 )
 from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import SentenceText
@@ -229,14 +227,6 @@ def test_token_budget_batches_cover_every_row_once_within_budget(lengths: list[i
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
-
-
-@given(st.lists(st.integers(1, 60), max_size=300), st.integers(1, 20), st.integers(0, 5))
-def test_training_batches_are_an_epoch_of_similar_lengths(lengths: list[int], size: int, seed: int) -> None:
-    batches = training_batches(lengths, size, torch.Generator().manual_seed(seed))
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert all(0 < len(b) <= size for b in batches)
-    assert batches == training_batches(lengths, size, torch.Generator().manual_seed(seed))
 
 
 def test_focal_loss_cls_pooling_and_accumulation_train_without_dev(backbone: Path) -> None:

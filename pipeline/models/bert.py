@@ -8,9 +8,7 @@ such as the `pipeline pretrain` output; a masked-LM checkpoint loses its MLM hea
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,11 +17,9 @@ from typing import Any, Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
 from pipeline.config import BertSpec, EvaluateConfig
 from pipeline.labelled_data import in_document_order, sentence_texts
@@ -38,6 +34,7 @@ from pipeline.models.base import (
     write_model_json,
 )
 from pipeline.models.bert_inference import LOWER_PRECISIONS
+from pipeline.models.bert_training import TwoHeadCollator, fine_tune
 from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -127,25 +124,13 @@ def sentence_truncated(
     return truncated
 
 
-def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest member (dynamic padding)."""
-    width = max(len(item.input_ids) for item in items)
-    n = len(items)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((n, width), dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    sentence_mask = torch.zeros((n, width), dtype=torch.long)
-    for row, item in enumerate(items):
-        k = len(item.input_ids)
-        input_ids[row, :k] = torch.tensor(item.input_ids)
-        token_type_ids[row, :k] = torch.tensor(item.token_type_ids)
-        attention_mask[row, :k] = 1
-        sentence_mask[row, :k] = torch.tensor(item.sentence_mask)
+def features(item: Encoded) -> dict[str, list[int]]:
+    """One input as the collator takes it."""
     return {
-        "input_ids": input_ids,
-        "token_type_ids": token_type_ids,
-        "attention_mask": attention_mask,
-        "sentence_mask": sentence_mask,
+        "input_ids": item.input_ids,
+        "token_type_ids": item.token_type_ids,
+        "attention_mask": [1] * len(item.input_ids),
+        "sentence_mask": item.sentence_mask,
     }
 
 
@@ -165,21 +150,6 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int 
     return batches
 
 
-def training_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """Shuffled batches of similar length: sort within random pools of 50 batches, then shuffle the batches.
-
-    Random batches pad every row to the longest of 16 random sentences; pooling by length keeps the
-    randomness but spends the CPU on real tokens.
-    """
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    pool = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
 # --- scoring used for early stopping and thresholds ------------------------------------------------------
 
 
@@ -187,34 +157,6 @@ def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentenc
     """Both heads' macro-F1 as the evaluation harness defines them (no bootstrap: this runs every epoch)."""
     report = evaluate_predictions(gold, probabilities, EvaluateConfig(bootstrap_samples=0, top_errors=0))
     return {key: report.metrics[key] for key in ("commitment_macro_f1", "strategy_macro_f1")}
-
-
-# --- losses ---------------------------------------------------------------------------------------------
-
-
-def _commitment_weights(gold: np.ndarray) -> torch.Tensor:
-    """Balanced class weights n / (k * count); a type absent from train gets weight 1."""
-    counts = np.bincount(gold, minlength=len(COMMITMENT_LABELS)).astype(float)
-    weights = np.where(counts > 0, len(gold) / (len(COMMITMENT_LABELS) * np.maximum(counts, 1)), 1.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def _strategy_pos_weight(gold: np.ndarray) -> torch.Tensor:
-    """negatives / positives per label, capped: a rare label's positives count more, but not without bound."""
-    positives = gold.sum(axis=0).astype(float)
-    ratio = (len(gold) - positives) / np.maximum(positives, 1.0)
-    return torch.tensor(np.clip(ratio, 1.0, 20.0), dtype=torch.float32)
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, gamma: float) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017): down-weights examples the model already gets right."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    log_pt = log_p.gather(1, target[:, None]).squeeze(1)
-    loss = -((1 - log_pt.exp()) ** gamma) * log_pt
-    if weight is not None:
-        loss = loss * weight[target]
-        return loss.sum() / weight[target].sum()
-    return loss.mean()
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -244,6 +186,9 @@ class BertTwoHeadModel:
         self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
         self.history_: list[dict[str, float]] = []
         self._inference = _InferenceSettings()
+
+    def _collate(self, items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        return TwoHeadCollator(self.tokenizer_)(items)
 
     @classmethod
     def from_spec(cls, spec: BertSpec) -> BertTwoHeadModel:
@@ -333,98 +278,53 @@ class BertTwoHeadModel:
         torch.manual_seed(spec.seed)
         self._build(spec.backbone)
         self.configure_inference()
-        network = self.network_
-        device = self.device
 
-        ordered, texts = self._inputs(train)
-        encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
-        y_commitment = commitment_indices([s.commitment for s in ordered])
-        y_strategy = strategy_matrix([s.strategy for s in ordered])
-        commitment_weight = _commitment_weights(y_commitment).to(device) if spec.commitment_loss != "plain" else None
-        pos_weight = _strategy_pos_weight(y_strategy).to(device) if spec.strategy_pos_weight else None
-        target_c = torch.tensor(y_commitment)
-        target_s = torch.tensor(y_strategy, dtype=torch.float32)
+        def labelled_features(sentences: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
+            ordered, texts = self._inputs(sentences)
+            encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
+            strategy = strategy_matrix([s.strategy for s in ordered]).astype(float)
+            return [
+                {**features(e), "commitment_labels": int(c), "strategy_labels": strategy[i].tolist()}
+                for i, (e, c) in enumerate(
+                    zip(encoded, commitment_indices([s.commitment for s in ordered]), strict=True)
+                )
+            ]
 
-        steps_per_epoch = math.ceil(len(encoded) / (spec.batch_size * spec.gradient_accumulation))
-        total_steps = max(1, steps_per_epoch * spec.epochs)
-        optimizer = torch.optim.AdamW(self._parameter_groups())
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_fraction * total_steps), total_steps)
-        amp = self._autocast_dtype()
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-        shuffler = torch.Generator().manual_seed(spec.seed)
+        ordered_dev = self._inputs(dev)[0] if dev else []
 
-        best_score, best_state, best_thresholds, stale = -math.inf, None, self.strategy_thresholds_, 0
-        self.history_ = []
-        # fine-tuning a real backbone takes minutes to hours on CPU: show batches done and an ETA
-        progress = tqdm(total=len(encoded) * spec.epochs, unit="sent", disable=None, desc="fine-tune")
-        for epoch in range(1, spec.epochs + 1):
-            network.train()
-            batches = training_batches([len(e.input_ids) for e in encoded], spec.batch_size, shuffler)
-            epoch_loss = 0.0
-            for k, rows in enumerate(batches):
-                batch = {key: t.to(device) for key, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits_c, logits_s = network(**batch)
-                c_true, s_true = target_c[rows].to(device), target_s[rows].to(device)
-                if spec.commitment_loss == "focal":
-                    loss_c = focal_loss(logits_c, c_true, commitment_weight, spec.focal_gamma)
-                else:
-                    loss_c = F.cross_entropy(logits_c.float(), c_true, weight=commitment_weight)
-                loss_s = F.binary_cross_entropy_with_logits(logits_s.float(), s_true, pos_weight=pos_weight)
-                loss = (loss_c + loss_s) / spec.gradient_accumulation
-                scaler.scale(loss).backward()
-                epoch_loss += loss.item() * spec.gradient_accumulation
-                if (k + 1) % spec.gradient_accumulation == 0 or k + 1 == len(batches):
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                progress.update(len(rows))
-            metrics: dict[str, float] = {"train_loss": epoch_loss / len(batches)}
-            if dev:
-                metrics.update(self._score_dev(dev))
-                score = metrics["dev_mean_macro_f1"]
-                if score > best_score:
-                    best_score, stale = score, 0
-                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in network.state_dict().items()})
-                    best_thresholds = self._dev_thresholds_
-                else:
-                    stale += 1
-            self.history_.append({"epoch": float(epoch), **metrics})
-            for callback in callbacks:
-                callback(epoch, metrics)
-            progress.set_postfix({k: round(v, 3) for k, v in metrics.items() if k in _SHOWN_METRICS})
-            if dev and stale >= spec.early_stopping_patience:
-                break
-        progress.close()
-        if best_state is not None:
-            network.load_state_dict(best_state)
+        def score_dev(strategy: np.ndarray, commitment: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+            return self._score_dev(HeadProbabilities(strategy, commitment), ordered_dev)
+
+        self.history_, best_thresholds = fine_tune(
+            self.network_,
+            self.tokenizer_,
+            spec,
+            labelled_features(train),
+            labelled_features(dev) if dev else None,
+            score_dev,
+            torch.optim.AdamW(self._parameter_groups()),
+            self._autocast_dtype(),
+            callbacks,
+        )
+        if best_thresholds is not None:
             self.strategy_thresholds_ = best_thresholds
-        network.eval()
         return self
 
-    def _score_dev(self, dev: Sequence[LabelledSentence]) -> dict[str, float]:
+    def _score_dev(
+        self, probabilities: HeadProbabilities, ordered: Sequence[LabelledSentence]
+    ) -> tuple[dict[str, float], np.ndarray]:
         """Dev macro-F1 at 0.5 and (if tuning) at thresholds tuned on dev; the mean of both heads decides."""
-        ordered, texts = self._inputs(dev)
-        probabilities = self.predict_proba(texts)
         probabilities.strategy_thresholds = np.full(len(STRATEGY_LABELS), 0.5)
         at_half = head_scores(probabilities, ordered)
         metrics = {f"dev_{k}_at_0.5": v for k, v in at_half.items()}
-        self._dev_thresholds_ = probabilities.strategy_thresholds
+        thresholds = probabilities.strategy_thresholds
         if self.spec.tune_thresholds:
-            self._dev_thresholds_ = tune_thresholds(
-                probabilities.strategy, strategy_matrix([s.strategy for s in ordered])
-            )
-            probabilities.strategy_thresholds = self._dev_thresholds_
+            thresholds = tune_thresholds(probabilities.strategy, strategy_matrix([s.strategy for s in ordered]))
+            probabilities.strategy_thresholds = thresholds
         scores = head_scores(probabilities, ordered)
         metrics.update({f"dev_{k}": v for k, v in scores.items()})
         metrics["dev_mean_macro_f1"] = (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2
-        return metrics
-
-    def _pad_id(self) -> int:
-        return int(self.tokenizer_.pad_token_id)
+        return metrics, thresholds
 
     # inference
 
@@ -527,7 +427,7 @@ class BertTwoHeadModel:
         network.eval()
         with torch.inference_mode():
             for rows in batches:
-                batch = {k: t.to(device) for k, t in collate([encoded[i] for i in rows], self._pad_id()).items()}
+                batch = {k: t.to(device) for k, t in self._collate([features(encoded[i]) for i in rows]).items()}
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     logits_c, logits_s = network(**batch)
                 commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()

@@ -92,7 +92,6 @@ class TwoHeadModel(PreTrainedModel):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor,
         sentence_mask: torch.Tensor | None = None,
-        **_: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
