@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import SegmentConfig  # noqa: E402
 from pipeline.io.documents import read_documents  # noqa: E402
 from pipeline.models.backbone import load_tokenizer  # noqa: E402
-from pipeline.models.bert import encode_sentences  # noqa: E402
+from pipeline.models.bert_inputs import encode_sentences  # noqa: E402
 from pipeline.schema import Document, with_context  # noqa: E402
 from pipeline.segment import segment  # noqa: E402
 

@@ -20,12 +20,9 @@ from transformers import AutoModel
 from pipeline.config import BertSpec
 from pipeline.models import load_model
 from pipeline.models.base import SentenceModel, write_model_json
-from pipeline.models.bert import (
-    BertTwoHeadModel,
-    encode_sentences,
-    head_scores,
-    token_budget_batches,
-)
+from pipeline.models.bert import BertTwoHeadModel
+from pipeline.models.bert_inputs import encode_sentences, token_budget_batches
+from pipeline.models.bert_training import head_scores
 from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import SentenceText
 

@@ -21,9 +21,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from pipeline.config import BertSpec, EvaluateConfig
+from pipeline.config import BertSpec
 from pipeline.labelled_data import in_document_order, sentence_texts
-from pipeline.metrics import tune_thresholds
 from pipeline.models.backbone import load_encoder, load_tokenizer, quiet_transformers, set_threads
 from pipeline.models.base import (
     EpochCallback,
@@ -34,7 +33,8 @@ from pipeline.models.base import (
     write_model_json,
 )
 from pipeline.models.bert_inference import LOWER_PRECISIONS
-from pipeline.models.bert_training import TwoHeadCollator, fine_tune
+from pipeline.models.bert_inputs import Encoded, encode_sentences, features, sentence_truncated, token_budget_batches
+from pipeline.models.bert_training import TwoHeadCollator, dev_scores, fine_tune
 from pipeline.models.two_head import TwoHeadModel
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -45,118 +45,11 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
-from pipeline.scores import evaluate_predictions
 
 logger = logging.getLogger(__name__)
 # The layout saved before the model was a transformers model: encoder/ + heads.safetensors (still loaded).
 OLD_ENCODER_DIR = "encoder"
 OLD_HEADS_FILE = "heads.safetensors"
-_SHOWN_METRICS = ("train_loss", "dev_mean_macro_f1")
-
-
-# --- inputs ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Encoded:
-    """Token ids of one sentence (+ context), unpadded; padding happens per batch."""
-
-    input_ids: list[int]
-    token_type_ids: list[int]
-    sentence_mask: list[int]
-
-
-def encode_sentences(
-    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], context: bool, max_length: int
-) -> list[Encoded]:
-    """Sentence as segment A; with `context`, "previous [SEP] next" as segment B (type 1).
-
-    The neighbours give way first: segment B is cut to make room, and the sentence itself is cut only when it
-    alone does not fit (so `truncated` means the sentence was cut, never just its context).
-    """
-    texts = [s.text for s in sentences]
-    if not context:
-        batch = tokenizer(texts, truncation=True, max_length=max_length)
-        return [_encoded(batch, i, ids, context) for i, ids in enumerate(batch["input_ids"])]
-    sep = tokenizer.sep_token
-    around = [f"{s.previous} {sep} {s.next}".strip() for s in sentences]
-    own = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
-    out: list[Encoded | None] = [None] * len(texts)
-    # room for at least one context token: the context is cut to fit; none: no context, the sentence cut if
-    # it is longer than the room (the tokenizer cannot cut a segment down to nothing)
-    for strategy, with_context in (("only_second", True), ("only_first", False)):
-        rows = [i for i, ids in enumerate(own) if (len(ids) < room) == with_context]
-        if not rows:
-            continue
-        second = [around[i] if with_context else "" for i in rows]
-        batch = tokenizer([texts[i] for i in rows], second, truncation=strategy, max_length=max_length)
-        for k, ids in enumerate(batch["input_ids"]):
-            out[rows[k]] = _encoded(batch, k, ids, context)
-    return [e for e in out if e is not None]
-
-
-def _encoded(batch: Any, i: int, ids: list[int], context: bool) -> Encoded:
-    """One tokenized row as an `Encoded`: segment types and the mask of the sentence's own tokens."""
-    sequence = batch.sequence_ids(i)
-    # The shared tokenizers do not all mark segment B with type 1, so the types are set here.
-    first_b = next((k for k, seq in enumerate(sequence) if seq == 1), len(ids))
-    types = [0] * min(first_b, len(ids)) + [1] * max(0, len(ids) - first_b)
-    if context and first_b == len(ids) and len(ids) >= 2:  # empty segment B: its closing [SEP]
-        types[-1] = 1
-    sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
-    return Encoded(list(ids), types, sentence_mask)
-
-
-def sentence_truncated(
-    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], encoded: Sequence[Encoded], max_length: int
-) -> np.ndarray:
-    """Which sentences lost some of their OWN tokens to `max_length` (cut context does not count).
-
-    Only inputs that reached `max_length` can have been cut; just those sentences are tokenised again.
-    """
-    full = [i for i, e in enumerate(encoded) if len(e.input_ids) >= max_length]
-    truncated = np.zeros(len(encoded), dtype=bool)
-    if full:
-        own = tokenizer([sentences[i].text for i in full], add_special_tokens=False)["input_ids"]
-        for i, ids in zip(full, own, strict=True):
-            truncated[i] = len(ids) > sum(encoded[i].sentence_mask)
-    return truncated
-
-
-def features(item: Encoded) -> dict[str, list[int]]:
-    """One input as the collator takes it."""
-    return {
-        "input_ids": item.input_ids,
-        "token_type_ids": item.token_type_ids,
-        "attention_mask": [1] * len(item.input_ids),
-        "sentence_mask": item.sentence_mask,
-    }
-
-
-def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int = 512) -> list[list[int]]:
-    """Indices sorted by length (longest first) and cut so that rows x longest row <= max_tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = lengths[current[0]] if current else lengths[i]
-        if current and ((len(current) + 1) * width > max_tokens or len(current) >= max_rows):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-# --- scoring used for early stopping and thresholds ------------------------------------------------------
-
-
-def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentence]) -> dict[str, float]:
-    """Both heads' macro-F1 as the evaluation harness defines them (no bootstrap: this runs every epoch)."""
-    report = evaluate_predictions(gold, probabilities, EvaluateConfig(bootstrap_samples=0, top_errors=0))
-    return {key: report.metrics[key] for key in ("commitment_macro_f1", "strategy_macro_f1")}
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -293,7 +186,7 @@ class BertTwoHeadModel:
         ordered_dev = self._inputs(dev)[0] if dev else []
 
         def score_dev(strategy: np.ndarray, commitment: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-            return self._score_dev(HeadProbabilities(strategy, commitment), ordered_dev)
+            return dev_scores(HeadProbabilities(strategy, commitment), ordered_dev, spec.tune_thresholds)
 
         self.history_, best_thresholds = fine_tune(
             self.network_,
@@ -309,22 +202,6 @@ class BertTwoHeadModel:
         if best_thresholds is not None:
             self.strategy_thresholds_ = best_thresholds
         return self
-
-    def _score_dev(
-        self, probabilities: HeadProbabilities, ordered: Sequence[LabelledSentence]
-    ) -> tuple[dict[str, float], np.ndarray]:
-        """Dev macro-F1 at 0.5 and (if tuning) at thresholds tuned on dev; the mean of both heads decides."""
-        probabilities.strategy_thresholds = np.full(len(STRATEGY_LABELS), 0.5)
-        at_half = head_scores(probabilities, ordered)
-        metrics = {f"dev_{k}_at_0.5": v for k, v in at_half.items()}
-        thresholds = probabilities.strategy_thresholds
-        if self.spec.tune_thresholds:
-            thresholds = tune_thresholds(probabilities.strategy, strategy_matrix([s.strategy for s in ordered]))
-            probabilities.strategy_thresholds = thresholds
-        scores = head_scores(probabilities, ordered)
-        metrics.update({f"dev_{k}": v for k, v in scores.items()})
-        metrics["dev_mean_macro_f1"] = (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2
-        return metrics, thresholds
 
     # inference
 

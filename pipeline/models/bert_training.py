@@ -27,13 +27,39 @@ from transformers import (
     TrainingArguments,
 )
 
+from pipeline.config import EvaluateConfig
+from pipeline.metrics import tune_thresholds
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.base import EpochCallback
-from pipeline.schema import COMMITMENT_LABELS
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, strategy_matrix
+from pipeline.scores import evaluate_predictions
 
 BEST_METRIC = "dev_mean_macro_f1"
 # Scores dev probabilities (strategy (n, 3), commitment (n, 5)): (metrics, the strategy thresholds they used)
 DevScorer = Callable[[np.ndarray, np.ndarray], tuple[dict[str, float], np.ndarray]]
+
+
+def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentence]) -> dict[str, float]:
+    """Both heads' macro-F1 as the evaluation harness defines them (no bootstrap: this runs every epoch)."""
+    report = evaluate_predictions(gold, probabilities, EvaluateConfig(bootstrap_samples=0, top_errors=0))
+    return {key: report.metrics[key] for key in ("commitment_macro_f1", "strategy_macro_f1")}
+
+
+def dev_scores(
+    probabilities: HeadProbabilities, ordered: Sequence[LabelledSentence], tune: bool
+) -> tuple[dict[str, float], np.ndarray]:
+    """Dev macro-F1 at 0.5 and (if `tune`) at thresholds tuned on dev; the mean of both heads picks the epoch."""
+    probabilities.strategy_thresholds = np.full(len(STRATEGY_LABELS), 0.5)
+    at_half = head_scores(probabilities, ordered)
+    metrics = {f"dev_{k}_at_0.5": v for k, v in at_half.items()}
+    thresholds = probabilities.strategy_thresholds
+    if tune:
+        thresholds = tune_thresholds(probabilities.strategy, strategy_matrix([s.strategy for s in ordered]))
+        probabilities.strategy_thresholds = thresholds
+    scores = head_scores(probabilities, ordered)
+    metrics.update({f"dev_{k}": v for k, v in scores.items()})
+    metrics[BEST_METRIC] = (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2
+    return metrics, thresholds
 
 
 @dataclass
