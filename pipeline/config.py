@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import model_kinds
 
@@ -194,20 +194,29 @@ MemberSpec = model_kinds.spec_union(members_only=True)
 
 
 class EnsembleSpec(Section):
-    """A weighted average of its members' probabilities (e.g. 0.3 x BERT + 0.7 x TF-IDF, docs/results.md).
+    """Several models' probabilities combined into one model: by a stacker or by fixed weights.
 
-    Each member is fitted as its own spec says; the ensemble then tunes its strategy thresholds on dev (when
-    `fit` gets dev and `tune_thresholds` is on). Weights are normalised to sum to 1.
+    Nothing is chosen on the reported dev set. `fit` holds out `selection_fraction` of the training documents,
+    fits the members on the rest (a member that trains in epochs picks its epoch on the held-out slice), and
+    learns on the slice either a stacker (logistic regression on the members' probabilities, with temperature
+    and strategy thresholds from its out-of-fold outputs) or, with fixed `weights`, only the strategy
+    thresholds of the weighted mean.
     """
 
     kind: Literal["ensemble"] = "ensemble"
     members: list[MemberSpec] = Field(min_length=2)
-    weights: list[float]
+    combiner: Literal["stacker", "weights"] = "stacker"
+    weights: list[float] | None = None  # combiner `weights`: one per member, normalised to sum to 1
+    selection_fraction: float = Field(0.2, gt=0, lt=1)  # share of training documents the combiner learns on
+    stacker_C: float = Field(1.0, gt=0)
     tune_thresholds: bool = True
+    seed: int = 13
 
     @field_validator("weights")
     @classmethod
-    def _normalised_weights(cls, weights: list[float], info: ValidationInfo) -> list[float]:
+    def _normalised_weights(cls, weights: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if weights is None:
+            return None
         members = info.data.get("members")
         if members is not None and len(weights) != len(members):
             raise ValueError(f"{len(weights)} weight(s) for {len(members)} members; give one weight per member")
@@ -216,16 +225,67 @@ class EnsembleSpec(Section):
         total = sum(weights)
         return [w / total for w in weights]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _combiner_from_weights(cls, raw: Any) -> Any:
+        """Without `combiner`, given weights mean fixed weights (the configs written before the stacker)."""
+        if isinstance(raw, dict) and "combiner" not in raw:
+            raw = {**raw, "combiner": "weights" if raw.get("weights") is not None else "stacker"}
+        return raw
+
+    @model_validator(mode="after")
+    def _weights_for_weights(self) -> EnsembleSpec:
+        if self.combiner == "weights" and self.weights is None:
+            raise ValueError("combiner 'weights' needs `weights`, one per member")
+        return self
+
 
 model_kinds.register("ensemble", EnsembleSpec, (), "pipeline.models.ensemble:EnsembleModel", member=False)
 ModelSpec = model_kinds.spec_union()
 
 
-class DataConfig(Section):
-    """Labelled sentences (JSONL, see data/README.md)."""
+class TrainingSource(Section):
+    """One labelled file, or the part of it whose fields equal `where`, with a training weight.
 
-    train: list[Path] = Field(default_factory=lambda: [Path("data/sample/labelled/train.jsonl")])
+    A weight below 1 lets single-pass labels (silver) or sentences from adjacent pages count for less than the
+    adjudicated gold sentences; a plain path in the config is a source with weight 1 and no filter.
+    """
+
+    path: Path
+    where: dict[str, str | int | bool] = Field(default_factory=dict)
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    name: str | None = None  # how the source is named in logs and MLflow datasets
+
+    @property
+    def label(self) -> str:
+        """`name`, or the file's stem with the filter (`silver[source=adjacent]`)."""
+        if self.name:
+            return self.name
+        condition = ",".join(f"{key}={value}" for key, value in self.where.items())
+        return f"{self.path.stem}[{condition}]" if condition else self.path.stem
+
+
+class DataConfig(Section):
+    """Labelled sentences (JSONL, see data/README.md): training sources and the dev set that is reported."""
+
+    train: list[TrainingSource] = Field(
+        default_factory=lambda: [TrainingSource(path=Path("data/sample/labelled/train.jsonl"))], min_length=1
+    )
     dev: Path = Path("data/sample/labelled/dev.jsonl")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _paths_are_sources(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            value = [value]
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, (str, Path)) else item for item in value]
+        return value
+
+    @property
+    def train_files(self) -> list[Path]:
+        """Every file the training sources read, once each, in order."""
+        return list(dict.fromkeys(source.path for source in self.train))
 
 
 class TrainConfig(Section):
@@ -536,6 +596,7 @@ def check_inputs(config: PipelineConfig, stages: list[str]) -> None:
                 continue
             value = _get(config, key)
             paths = value if isinstance(value, list) else [value]
+            paths = [p.path if isinstance(p, TrainingSource) else p for p in paths]
             if key == "pretrain.corpus" and not paths and config.pretrain.mode == "scratch":
                 raise ConfigError(f"{file}: pretrain.corpus: no corpus files given for pretraining from scratch")
             for i, path in enumerate(paths):

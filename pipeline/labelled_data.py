@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.config import TrainingSource
 from pipeline.io.jsonl import BadLine, read_jsonl
 from pipeline.schema import LabelledSentence, SentenceText, with_context
 
@@ -105,29 +106,47 @@ def check_labelled_file(path: Path | str) -> tuple[list[LabelledSentence], list[
     return [sentence for _, sentence in good], problems
 
 
+def _source(item: Path | str | TrainingSource) -> TrainingSource:
+    return item if isinstance(item, TrainingSource) else TrainingSource(path=Path(item))
+
+
+def _selected(sentence: LabelledSentence, where: Mapping[str, Any]) -> bool:
+    fields = sentence.model_dump()
+    return all(key in fields and fields[key] == value for key, value in where.items())
+
+
 def check_splits(
-    splits: Mapping[str, Sequence[Path | str]],
+    splits: Mapping[str, Sequence[Path | str | TrainingSource]],
 ) -> tuple[dict[str, list[LabelledSentence]], list[DataProblem]]:
     """Check several named splits (e.g. {"train": [a, b], "dev": [c]}) together.
 
-    Beyond each file's own checks: an id may appear only once over all files, and a document may belong to
-    only one split (several files of the same split may share a document).
+    An entry is a file or a `TrainingSource` (a file's sentences whose fields equal `where`, with a weight that
+    each selected sentence carries). Beyond each file's own checks: an id may appear only once over all
+    sources, a source must select something, and a document may belong to only one split (several files of
+    the same split may share a document).
     """
     out: dict[str, list[LabelledSentence]] = {}
     problems: list[DataProblem] = []
     id_seen: dict[str, str] = {}
     doc_split: dict[str, tuple[str, str]] = {}
-    for split, paths in splits.items():
+    files: dict[Path, Numbered] = {}
+    for split, entries in splits.items():
         out[split] = []
-        for path in map(Path, paths):
-            good, file_problems = _read_numbered(path)
-            problems.extend(file_problems)
-            for line, sentence in good:
+        for source in map(_source, entries):
+            path = source.path
+            if path not in files:
+                files[path], file_problems = _read_numbered(path)
+                problems.extend(file_problems)
+            chosen = [(line, s) for line, s in files[path] if _selected(s, source.where)]
+            if files[path] and not chosen:
+                message = f"source {source.label!r}: no sentence has {source.where}"
+                problems.append(DataProblem(str(path), 0, message))
+            for line, sentence in chosen:
                 if sentence.id in id_seen:
                     message = f"duplicate id {sentence.id!r} (also in {id_seen[sentence.id]})"
                     problems.append(DataProblem(str(path), line, message))
                     continue
-                id_seen[sentence.id] = str(path)
+                id_seen[sentence.id] = f"{path}, source {source.label!r}"
                 owner_split, owner_file = doc_split.setdefault(sentence.doc_id, (split, str(path)))
                 if owner_split != split:
                     message = (
@@ -136,8 +155,14 @@ def check_splits(
                     )
                     problems.append(DataProblem(str(path), line, message))
                     continue
-                out[split].append(sentence)
+                weighted = sentence if source.weight == 1.0 else sentence.model_copy(update={"weight": source.weight})
+                out[split].append(weighted)
     return out, problems
+
+
+def training_weights(sentences: Sequence[LabelledSentence]) -> np.ndarray:
+    """Each sentence's training weight (1 where its source gave none)."""
+    return np.array([1.0 if s.weight is None else s.weight for s in sentences])
 
 
 def validate_files(paths: Sequence[Path | str]) -> list[DataProblem]:
@@ -158,13 +183,13 @@ def read_labelled(path: Path | str) -> list[LabelledSentence]:
 
 
 def read_training_data(
-    train: Sequence[Path | str], dev: Path | str | None = None
+    train: Sequence[Path | str | TrainingSource], dev: Path | str | None = None
 ) -> tuple[list[LabelledSentence], list[LabelledSentence] | None]:
     """Read train files (and optionally dev) for training.
 
     Refuses (raises `LabelledDataError`) any bad line, a duplicate id, or a document in both splits.
     """
-    splits: dict[str, Sequence[Path | str]] = {"train": list(train)}
+    splits: dict[str, Sequence[Path | str | TrainingSource]] = {"train": list(train)}
     if dev is not None:
         splits["dev"] = [dev]
     data, problems = check_splits(splits)
@@ -172,7 +197,7 @@ def read_training_data(
         raise LabelledDataError(problems)
     for split, sentences in data.items():
         if not sentences:
-            where = ", ".join(map(str, splits[split]))
+            where = ", ".join(str(_source(entry).path) for entry in splits[split])
             raise LabelledDataError([DataProblem(where, 0, f"split {split!r} is empty")])
     return data["train"], data.get("dev")
 
@@ -268,7 +293,9 @@ def to_dataset(sentences: Sequence[LabelledSentence]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def load_dataset_dict(train: Sequence[Path | str], dev: Path | str | None = None) -> datasets.DatasetDict:
+def load_dataset_dict(
+    train: Sequence[Path | str | TrainingSource], dev: Path | str | None = None
+) -> datasets.DatasetDict:
     """Validated labelled files as an HF `DatasetDict` with "train" (and "dev")."""
     import datasets
 

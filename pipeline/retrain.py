@@ -315,7 +315,7 @@ def _retrain_locked(config: PipelineConfig) -> RetrainOutcome:
 
     train, dev, frozen = _load_data(config)
     eval_path = _eval_path(config)
-    files = [*map(Path, config.data.train), Path(config.data.dev)]
+    files = [*config.data.train_files, Path(config.data.dev)]
     files += [eval_path] if eval_path not in files else []
     digest = data_digest(files)
     last = last_completed(config)
@@ -353,7 +353,7 @@ def _train_score_decide(
     cfg = config.retrain
     name = config.tracking.registered_model
     tracking.set_tags({"stage": "retrain", "retrain.data_digest": digest})
-    tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
+    tracking.log_training_sources(config.data.train)
     tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
     tracking.log_dataset(frozen, "eval", "eval", eval_path)
     log.info("training challenger (%s) on %d sentences", config.train.model.kind, len(train))

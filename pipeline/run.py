@@ -111,7 +111,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.train import train_models
 
     train, dev = read_training_data(config.data.train, config.data.dev)
-    tracking.log_dataset(train, "train", "train", Path(config.data.train[0]))
+    tracking.log_training_sources(config.data.train)
     if dev:
         tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
     trained = train_models(config.train, train, dev, callbacks=[tracking.epoch_logger()])
@@ -128,7 +128,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
             title=f"{config.tracking.registered_model} ({model.name})",
             kind=model.kind,
             segment_cfg=config.segment,
-            data={"train": _describe(config.data.train, train), "dev": _describe([config.data.dev], dev or [])},
+            data={"train": _describe(config.data.train_files, train), "dev": _describe([config.data.dev], dev or [])},
             metrics=metrics,
             registered_model=config.tracking.registered_model if model.role == "model" else None,
         )

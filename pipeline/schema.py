@@ -67,6 +67,8 @@ class LabelledSentence(BaseModel):
     strategy: list[str]
     commitment: str
     sentence_index: int | None = None
+    # how much the sentence counts in training; set from the data source's `weight` (None: 1), never a label
+    weight: float | None = None
 
     @field_validator("strategy")
     @classmethod

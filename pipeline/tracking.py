@@ -24,7 +24,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import PipelineConfig, TrackingConfig, dump_config
+from pipeline.config import PipelineConfig, TrackingConfig, TrainingSource, dump_config
 from pipeline.io.digest import file_digest
 from pipeline.schema import LabelledSentence
 
@@ -150,7 +150,8 @@ def config_params(config: PipelineConfig) -> dict[str, str]:
 def dataset_tags(config: PipelineConfig) -> dict[str, str]:
     """`dataset.<split>.digest` for each labelled file that exists (a missing file is the stage's error)."""
     tags = {}
-    splits = {f"train{i}" if len(config.data.train) > 1 else "train": p for i, p in enumerate(config.data.train)}
+    files = config.data.train_files
+    splits = {f"train{i}" if len(files) > 1 else "train": p for i, p in enumerate(files)}
     splits["dev"] = config.data.dev
     for split, path in splits.items():
         if Path(path).is_file():
@@ -244,6 +245,20 @@ def log_dataset(sentences: Sequence[LabelledSentence], name: str, context: str, 
     mlflow.log_input(dataset, context=context)
     mlflow.set_tag(f"dataset.{context}.mlflow_digest", dataset.digest)
     return dataset.digest
+
+
+def log_training_sources(sources: Sequence[TrainingSource]) -> None:
+    """Log each training source as its own `mlflow.data` input (context `train`), with its weight and size.
+
+    Each source is read again on its own (a second of work for ten thousand sentences), so that what is logged
+    is exactly what the source selects.
+    """
+    from pipeline.labelled_data import check_splits
+
+    for i, source in enumerate(sources):
+        chosen = check_splits({"train": [source]})[0]["train"]
+        log_dataset(chosen, source.label, "train", source.path)
+        mlflow.log_params({f"data.train{i}.weight": source.weight, f"data.train{i}.sentences": len(chosen)})
 
 
 # --- evaluation -----------------------------------------------------------------------------------------

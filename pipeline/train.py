@@ -42,9 +42,14 @@ def fit_and_save(
     folder: Path,
     callbacks: Sequence[EpochCallback] = (),
 ) -> Path:
-    """Build the model a spec names, fit it (dev for early stopping and thresholds) and save it to `folder`."""
+    """Build the model a spec names, fit it on `train` alone and save it to `folder`.
+
+    `dev` is the set the model is reported on, so nothing is learned from it: every choice a model makes from
+    data (epoch, thresholds, how to combine members) comes from its training documents (docs/results.md,
+    "## Quality"). Dev only checks that a faster inference path gives float32's labels.
+    """
     model = build_model(spec)
-    model.fit(train, dev, callbacks=callbacks)
+    model.fit(train, callbacks=callbacks)
     model.save(folder)
     if dev:  # fast inference paths for BERT, checked against float32 once, here, not at every labelling run
         from pipeline.models.agreement import prepare_saved_model

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from pipeline.config import KeywordSpec, MajoritySpec, TfidfSpec
-from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.labelled_data import in_document_order, sentence_texts, training_weights
 from pipeline.models.base import EpochCallback, Float32Inference, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -416,6 +416,7 @@ class TfidfModel(Float32Inference):
         x = self._transform(sentence_texts(train), fit=True)
         y_strategy = strategy_matrix([s.strategy for s in train])
         y_commitment = commitment_indices([s.commitment for s in train])
+        weights = training_weights(train)  # the data sources' weights (silver may count for less than gold)
 
         # a label with one class only in train (tiny data) becomes a constant instead of a classifier
         self.strategy_models_: list[Any] = []
@@ -426,12 +427,12 @@ class TfidfModel(Float32Inference):
             else:
                 # liblinear: the fastest exact solver for one sparse binary problem
                 classifier = self._classifier(self.strategy_C or self.C, "liblinear")
-                self.strategy_models_.append(classifier.fit(x, column))
+                self.strategy_models_.append(classifier.fit(x, column, sample_weight=weights))
         if len(np.unique(y_commitment)) == 1:
             self.commitment_model_: Any = int(y_commitment[0])
         else:
             # newton-cg: multinomial, and several times faster than lbfgs on these sparse features
-            self.commitment_model_ = self._classifier(self.C, "newton-cg").fit(x, y_commitment)
+            self.commitment_model_ = self._classifier(self.C, "newton-cg").fit(x, y_commitment, sample_weight=weights)
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
         _check_fitted(self, "features_")

@@ -1,8 +1,9 @@
-"""A weighted probability average of several sentence models, as one `SentenceModel`.
+"""Several sentence models combined into one `SentenceModel`: a stacker, or a fixed weighted average.
 
-On the gold data no single model wins both heads: TF-IDF + LR is stronger on commitment, the fine-tuned BERT
-adds on strategy, and 0.3 x BERT + 0.7 x TF-IDF beats TF-IDF on both (docs/results.md, "## BERT"). Making
-the mix a model kind lets `pipeline run`, the registry, batch labelling and retraining use it like any other.
+TF-IDF + LR and the fine-tuned BERT err on different sentences, so a combination beats either; how much to
+trust each is learned on training documents held out from the members (docs/results.md, "## Quality").
+Making the combination a model kind lets `pipeline run`, the registry, batch labelling and retraining use it
+like any other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Self
 import numpy as np
 
 from pipeline.config import EnsembleSpec
-from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts
 from pipeline.models.base import (
     EpochCallback,
     InferenceReport,
@@ -24,12 +25,14 @@ from pipeline.models.base import (
     read_model_json,
     write_model_json,
 )
+from pipeline.models.stacking import Stacker, fit_stacker
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
     HeadProbabilities,
     LabelledSentence,
     SentenceText,
+    commitment_indices,
     strategy_matrix,
 )
 
@@ -55,29 +58,56 @@ def mix_probabilities(
 
 
 class EnsembleModel:
-    """Members fitted on the same data; probabilities averaged with fixed weights (normalised to sum to 1).
+    """Members fitted on the same data, combined by a stacker or by fixed weights (see `EnsembleSpec`).
 
-    Strategy thresholds: tuned on dev for the averaged probabilities when `fit` gets dev (and
-    `tune_thresholds`), else the weighted mean of the members' own thresholds.
+    Both combiners learn only from training documents: `fit` holds out `selection_fraction` of them (or
+    takes the `dev` it is given as that slice), fits the members on the rest, and learns the combination on
+    the slice. The stages never pass the reported dev set here.
     """
 
     kind = "ensemble"
 
     def __init__(
-        self, members: Sequence[SentenceModel], weights: Sequence[float], tune_thresholds: bool = True
+        self,
+        members: Sequence[SentenceModel],
+        weights: Sequence[float] | None = None,
+        tune_thresholds: bool = True,
+        combiner: str | None = None,
+        selection_fraction: float = 0.2,
+        stacker_C: float = 1.0,
+        seed: int = 13,
     ) -> None:
-        if len(members) != len(weights) or not members:
-            raise ValueError(f"EnsembleModel: {len(weights)} weight(s) for {len(members)} member(s)")
-        weights_array = np.asarray(weights, dtype=float)
-        if not np.all(np.isfinite(weights_array) & (weights_array > 0)):
-            raise ValueError(f"EnsembleModel: every weight must be > 0 (got {list(weights)})")
+        combiner = combiner or ("weights" if weights is not None else "stacker")
+        if combiner == "weights":
+            if weights is None or len(members) != len(weights) or not members:
+                raise ValueError(f"EnsembleModel: {len(weights or [])} weight(s) for {len(members)} member(s)")
+            weights_array = np.asarray(weights, dtype=float)
+            if not np.all(np.isfinite(weights_array) & (weights_array > 0)):
+                raise ValueError(f"EnsembleModel: every weight must be > 0 (got {list(weights)})")
+            self.weights: np.ndarray | None = weights_array / weights_array.sum()
+        elif combiner == "stacker":
+            self.weights = None
+        else:
+            raise ValueError(f"EnsembleModel: unknown combiner {combiner!r}; expected 'stacker' or 'weights'")
         self.members = list(members)
-        self.weights = weights_array / weights_array.sum()
+        self.combiner = combiner
         self.tune_thresholds = tune_thresholds
+        self.selection_fraction = selection_fraction
+        self.stacker_C = stacker_C
+        self.seed = seed
+        self.stacker_: Stacker | None = None
 
     @classmethod
     def from_spec(cls, spec: EnsembleSpec) -> EnsembleModel:
-        return cls([build_model(m) for m in spec.members], spec.weights, spec.tune_thresholds)
+        return cls(
+            [build_model(m) for m in spec.members],
+            spec.weights,
+            spec.tune_thresholds,
+            spec.combiner,
+            spec.selection_fraction,
+            spec.stacker_C,
+            spec.seed,
+        )
 
     # the protocol
 
@@ -88,30 +118,57 @@ class EnsembleModel:
         *,
         callbacks: Sequence[EpochCallback] = (),
     ) -> Self:
-        """Fit every member (each uses dev as its own spec says), then tune the mix's strategy thresholds.
+        """Fit the members on the training documents outside the selection slice, then the combiner on it.
 
+        `dev`, when given, is used as the selection slice instead (members then fit on all of `train`).
         Members that train in epochs report to `callbacks` under `member<i>.`-prefixed metric names.
         """
         if not train:
             raise ValueError("EnsembleModel.fit: no training sentences")
+        if dev:
+            fit_part, selection = list(train), in_document_order(dev)
+        else:
+            fit_part, selection = grouped_split(train, self.selection_fraction, self.seed)
+            selection = in_document_order(selection)
         for i, member in enumerate(self.members):
-            member.fit(train, dev, callbacks=[_prefixed(callback, f"member{i}.") for callback in callbacks])
+            member.fit(fit_part, selection, callbacks=[_prefixed(callback, f"member{i}.") for callback in callbacks])
+        members_on_slice = self.member_probabilities(sentence_texts(selection))
+        gold_strategy = strategy_matrix([s.strategy for s in selection])
+        if self.combiner == "stacker":
+            gold_commitment = commitment_indices([s.commitment for s in selection])
+            groups = [s.doc_id for s in selection]
+            self.stacker_ = fit_stacker(
+                members_on_slice, gold_commitment, gold_strategy, groups, C=self.stacker_C, seed=self.seed
+            )
+            self.strategy_thresholds_ = self.stacker_.strategy_thresholds.copy()
+            if not self.tune_thresholds:
+                self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
+                self.stacker_.strategy_thresholds = self.strategy_thresholds_.copy()
+            return self
         self.strategy_thresholds_ = self._mean_member_thresholds()
-        if dev and self.tune_thresholds:
+        if self.tune_thresholds:
             from pipeline.metrics import tune_thresholds
 
-            ordered = in_document_order(dev)
-            probabilities = self.predict_proba(sentence_texts(ordered))
-            gold = strategy_matrix([s.strategy for s in ordered])
-            self.strategy_thresholds_ = tune_thresholds(probabilities.strategy, gold)
+            mixed = self._combine(members_on_slice)
+            self.strategy_thresholds_ = tune_thresholds(mixed.strategy, gold_strategy)
         return self
 
     def _mean_member_thresholds(self) -> np.ndarray:
+        assert self.weights is not None
         thresholds = [
             np.asarray(getattr(m, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5)), dtype=float)
             for m in self.members
         ]
         return np.sum([w * t for w, t in zip(self.weights, thresholds, strict=True)], axis=0)
+
+    def _combine(self, member_probabilities: Sequence[HeadProbabilities]) -> HeadProbabilities:
+        if self.stacker_ is not None:
+            combined = self.stacker_.combine(member_probabilities)
+            combined.strategy_thresholds = self.strategy_thresholds_.copy()
+            return combined
+        assert self.weights is not None
+        thresholds = getattr(self, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5))
+        return mix_probabilities(member_probabilities, self.weights, thresholds)
 
     def member_probabilities(self, sentences: Sequence[SentenceText]) -> list[HeadProbabilities]:
         """Each member's own output for `sentences`, in member order."""
@@ -124,7 +181,7 @@ class EnsembleModel:
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
         """The members' probabilities mixed with the ensemble's weights (and its own thresholds)."""
         self._check_fitted()
-        return mix_probabilities(self.member_probabilities(sentences), self.weights, self.strategy_thresholds_)
+        return self._combine(self.member_probabilities(sentences))
 
     @property
     def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -161,8 +218,11 @@ class EnsembleModel:
             path,
             self.kind,
             members=folders,
-            weights=self.weights.tolist(),
+            combiner=self.combiner,
+            weights=None if self.weights is None else self.weights.tolist(),
+            stacker=None if self.stacker_ is None else self.stacker_.to_json(),
             tune_thresholds=self.tune_thresholds,
+            selection_fraction=self.selection_fraction,
             strategy_thresholds=self.strategy_thresholds_.tolist(),
         )
 
@@ -171,7 +231,16 @@ class EnsembleModel:
         path = Path(path)
         card: dict[str, Any] = read_model_json(path, cls.kind)
         members = [load_model(path / folder) for folder in card["members"]]
-        model = cls(members, card["weights"], bool(card.get("tune_thresholds", True)))
+        combiner = card.get("combiner", "weights")  # folders saved before the stacker mixed by weights
+        model = cls(
+            members,
+            card.get("weights"),
+            bool(card.get("tune_thresholds", True)),
+            combiner,
+            float(card.get("selection_fraction", 0.2)),
+        )
+        if card.get("stacker") is not None:
+            model.stacker_ = Stacker.from_json(card["stacker"])
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
         return model
 

@@ -1,0 +1,92 @@
+"""The stacker and the selection protocol: combinations are learned on training documents, never on dev.
+
+Sentences are constructed for the tests (tests/micro_bert.py templates); none comes from a corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from micro_bert import constructed_labelled
+
+from pipeline.config import EnsembleSpec, KeywordSpec, TfidfSpec
+from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.metrics import calibration_bins, expected_calibration_error
+from pipeline.models import load_model
+from pipeline.models.ensemble import EnsembleModel
+from pipeline.models.stacking import Stacker, _sigmoid, fit_stacker, fit_temperature
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities
+from pipeline.train import fit_and_save
+
+TRAIN = constructed_labelled(30, seed=21, prefix="train", per_doc=5)
+DEV = constructed_labelled(8, seed=22, prefix="dev", per_doc=5)
+
+
+def _member(rng: np.random.Generator, commitment: np.ndarray, strategy: np.ndarray, signal: float) -> HeadProbabilities:
+    """Probabilities that follow the gold labels with `signal` (0: pure noise)."""
+    n = len(commitment)
+    logits = rng.normal(size=(n, len(COMMITMENT_LABELS)))
+    logits[np.arange(n), commitment] += signal
+    c = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    s = _sigmoid(rng.normal(size=strategy.shape) + signal * (2 * strategy - 1))
+    return HeadProbabilities(strategy=s, commitment=c)
+
+
+def test_the_stacker_trusts_the_informative_member_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    commitment = rng.integers(0, len(COMMITMENT_LABELS), n)
+    strategy = (rng.random((n, len(STRATEGY_LABELS))) < 0.3).astype(int)
+    members = [_member(rng, commitment, strategy, 3.0), _member(rng, commitment, strategy, 0.0)]
+    groups = [f"d{i // 6}" for i in range(n)]
+    stacker = fit_stacker(members, commitment, strategy, groups)
+    per_member = np.abs(stacker.commitment_coef).reshape(5, 2, 8).sum(axis=(0, 2))
+    assert per_member[0] > 2 * per_member[1]
+    combined = stacker.combine(members)
+    assert (combined.commitment.argmax(1) == commitment).mean() > 0.8
+    again = Stacker.from_json(json.loads(json.dumps(stacker.to_json()))).combine(members)
+    np.testing.assert_allclose(again.commitment, combined.commitment)
+    np.testing.assert_allclose(again.strategy, combined.strategy)
+
+
+def test_temperature_scaling_lowers_the_calibration_error_of_overconfident_logits() -> None:
+    rng = np.random.default_rng(1)
+    n = 4000
+    true_logit = rng.normal(scale=1.5, size=n)
+    outcome = (rng.random(n) < _sigmoid(true_logit)).astype(int)
+    overconfident = 4 * true_logit
+    temperature = fit_temperature(overconfident[:, None], outcome[:, None], multiclass=False)
+    assert 3.0 < temperature < 5.0
+
+    def ece(logits: np.ndarray) -> float:
+        return expected_calibration_error(calibration_bins(_sigmoid(logits), outcome))
+
+    assert ece(overconfident / temperature) < ece(overconfident) / 2
+
+
+def test_nothing_is_learned_from_the_reported_dev_set(tmp_path: Path) -> None:
+    """The train stage's fit gives the same model whatever dev holds, even dev with every label wrong."""
+    spec = EnsembleSpec(members=[TfidfSpec(min_df=1, threshold_folds=3), KeywordSpec()], selection_fraction=0.3)
+    wrong = [s.model_copy(update={"commitment": "funding", "strategy": ["forsvara"]}) for s in DEV]
+    first = load_model(fit_and_save(spec, TRAIN, DEV, tmp_path / "a"))
+    second = load_model(fit_and_save(spec, TRAIN, wrong, tmp_path / "b"))
+    inputs = sentence_texts(in_document_order(DEV))
+    a, b = first.predict_proba(inputs), second.predict_proba(inputs)
+    np.testing.assert_array_equal(a.commitment, b.commitment)
+    np.testing.assert_array_equal(a.strategy_thresholds, b.strategy_thresholds)
+    assert isinstance(first, EnsembleModel) and first.stacker_ is not None
+
+
+def test_the_stacked_ensemble_learns_the_cues_and_reloads(tmp_path: Path) -> None:
+    spec = EnsembleSpec(members=[TfidfSpec(min_df=1, threshold_folds=3), KeywordSpec()])
+    model = EnsembleModel.from_spec(spec).fit(TRAIN)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    ordered = in_document_order(DEV)
+    inputs = sentence_texts(ordered)
+    predicted = model.predict_proba(inputs)
+    np.testing.assert_allclose(again.predict_proba(inputs).commitment, predicted.commitment)
+    accuracy = np.mean([p == s.commitment for p, s in zip(predicted.commitment_labels(), ordered, strict=True)])
+    assert accuracy > 0.9
