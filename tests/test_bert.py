@@ -5,6 +5,7 @@ Every sentence below is constructed for the tests from templates; none comes fro
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from micro_bert import constructed_labelled
 from transformers import AutoModel
@@ -24,7 +25,8 @@ from pipeline.models.bert import BertTwoHeadModel
 from pipeline.models.bert_inputs import encode_sentences, token_budget_batches
 from pipeline.models.bert_training import head_scores
 from pipeline.models.two_head import TwoHeadModel
-from pipeline.schema import SentenceText
+from pipeline.models.windows import SentenceWindows, sentence_windows, window_starts
+from pipeline.schema import COMMITMENT_LABELS, SentenceText
 
 pytestmark = pytest.mark.slow  # real fine-tuning of a micro BERT
 
@@ -170,7 +172,7 @@ def test_a_model_saved_in_the_old_layout_loads_and_labels_identically(
         np.testing.assert_allclose(probabilities.strategy, here.strategy, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(probabilities.strategy_thresholds, here.strategy_thresholds)
         np.testing.assert_array_equal(probabilities.truncated, here.truncated)
-    assert here.truncated.tolist()[0] is True and not here.truncated[1:].any()
+    assert not here.truncated.any()  # the long first sentence is read whole, in windows
 
 
 def test_predictions_do_not_depend_on_order_or_batch_size(fitted: tuple[BertTwoHeadModel, list]) -> None:
@@ -216,6 +218,72 @@ def test_long_neighbours_give_way_and_only_a_sentence_too_long_alone_is_cut(
     assert len(framed.input_ids) == max_length and sum(framed.sentence_mask) == own  # context cut, sentence whole
     [long] = encode_sentences(tokenizer, [SentenceText(chatter, sentence, "")], True, max_length)
     assert len(long.input_ids) <= max_length and sum(long.sentence_mask) < len(tokenizer(chatter)["input_ids"])
+
+
+def test_a_sentence_longer_than_the_model_is_read_whole_in_windows(fitted: tuple[BertTwoHeadModel, list]) -> None:
+    """Issue 14: real sentences (lists of laws, EU titles) outrun max_length; the model reads all of them."""
+    model, _ = fitted
+    tokenizer, max_length = model.tokenizer, model.max_length_
+    long_sentence = (
+        "Regeringen avsätter 40 miljoner kronor till "
+        + ", ".join(["skyddet av offentliga platser och kontrollen av sprängämnen"] * 16)
+        + " och en särskild utredare ska föreslå hur säkerhetsskyddet på flygplatser kan skärpas."
+    )
+    own = tokenizer(long_sentence, add_special_tokens=False)["input_ids"]
+    assert len(own) > 2 * max_length
+    inputs = [
+        SentenceText("Hotet är allvarligt.", "", long_sentence),
+        SentenceText(long_sentence, "Hotet är allvarligt.", "Anhöriga kan få stöd."),
+        SentenceText("Anhöriga kan få stöd.", long_sentence, ""),
+    ]
+    encoded = encode_sentences(tokenizer, inputs, True, max_length)
+    windows = sentence_windows(tokenizer, inputs, encoded, max_length)
+    assert windows.owner.tolist().count(0) == 1 and windows.owner.tolist().count(2) == 1
+    assert windows.rows[0] is encoded[0] and windows.rows[-1] is encoded[2]  # sentences that fit: as before
+    long_rows = [row for row, owner in zip(windows.rows, windows.owner, strict=True) if owner == 1]
+    width = sum(encoded[1].sentence_mask)  # as many of its tokens as the cut input held
+    starts = window_starts(len(own), width)
+    assert len(long_rows) == len(starts) >= 4
+    a = encoded[1].sentence_mask.index(1)
+    for start, row in zip(starts, long_rows, strict=True):
+        assert len(row.input_ids) == len(encoded[1].input_ids) <= max_length
+        assert [t for t, m in zip(row.input_ids, row.sentence_mask, strict=True) if m] == own[start : start + width]
+        assert row.input_ids[:a] == encoded[1].input_ids[:a]  # [CLS] and the closing [SEP]s as the cut input's
+        assert row.input_ids[a + width :] == encoded[1].input_ids[a + width :]
+    assert set().union(*(range(s, s + width) for s in starts)) == set(range(len(own)))  # every token read
+
+    probabilities = model.predict_proba(inputs)
+    assert not probabilities.truncated.any()
+    per_row = model._run(model.network_, windows.rows, 10_000)
+    strategy, commitment = windows.combine(*per_row)
+    np.testing.assert_allclose(probabilities.strategy, strategy, atol=1e-6)
+    np.testing.assert_allclose(probabilities.commitment, commitment, atol=1e-6)
+    alone = model.predict_proba([inputs[0], inputs[2]])  # the short ones: not touched by their long neighbour
+    np.testing.assert_allclose(probabilities.commitment[[0, 2]], alone.commitment, atol=1e-5)
+
+
+def test_windows_combine_as_the_label_scheme_reads_a_sentence() -> None:
+    """Every strategy any part belongs to; a commitment type when any part reports one (`none` only if all)."""
+    none = COMMITMENT_LABELS.index("none")
+    funding = COMMITMENT_LABELS.index("funding")
+    windows = SentenceWindows(rows=[None] * 4, owner=np.array([0, 1, 1, 2]), sentences=3)  # type: ignore[list-item]
+    strategy = np.array([[0.1, 0.2, 0.3], [0.9, 0.1, 0.2], [0.2, 0.1, 0.8], [0.5, 0.5, 0.5]])
+    commitment = np.full((4, 5), 0.05)
+    commitment[:, none] = 0.8
+    commitment[2, none], commitment[2, funding] = 0.1, 0.75
+    out_strategy, out_commitment = windows.combine(strategy, commitment)
+    np.testing.assert_array_equal(out_strategy, [[0.1, 0.2, 0.3], [0.9, 0.1, 0.8], [0.5, 0.5, 0.5]])
+    np.testing.assert_array_equal(out_commitment[[0, 2]], commitment[[0, 3]])  # one window: untouched
+    np.testing.assert_allclose(out_commitment.sum(axis=1), 1.0)
+    assert out_commitment[1].argmax() == funding and out_commitment[1, none] == pytest.approx(0.1 / 1.0)
+
+
+@given(st.integers(1, 400), st.integers(1, 126))
+def test_window_starts_cover_every_token_half_a_window_apart(length: int, width: int) -> None:
+    assume(width < length)  # windows are made only for a sentence longer than a window
+    starts = window_starts(length, width)
+    assert starts[0] == 0 and starts[-1] == length - width and starts == sorted(set(starts))
+    assert all(0 < b - a <= max(1, width // 2) for a, b in itertools.pairwise(starts))
 
 
 @given(st.lists(st.integers(1, 60), max_size=80), st.integers(1, 500))

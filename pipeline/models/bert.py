@@ -33,9 +33,10 @@ from pipeline.models.base import (
     write_model_json,
 )
 from pipeline.models.bert_inference import LOWER_PRECISIONS
-from pipeline.models.bert_inputs import Encoded, encode_sentences, features, sentence_truncated, token_budget_batches
+from pipeline.models.bert_inputs import Encoded, encode_sentences, features, token_budget_batches
 from pipeline.models.bert_training import TwoHeadCollator, dev_scores, fine_tune
 from pipeline.models.two_head import TwoHeadModel
+from pipeline.models.windows import sentence_windows
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -262,22 +263,19 @@ class BertTwoHeadModel:
     def predict_proba(
         self, sentences: Sequence[SentenceText], max_tokens_per_batch: int | None = None
     ) -> HeadProbabilities:
-        """Probabilities for both heads, and which sentences were cut; batches are length-sorted, token-capped."""
+        """Probabilities for both heads, every sentence read whole; batches are length-sorted, token-capped."""
         self._check_ready()
         settings = self._inference
         budget = max_tokens_per_batch or settings.max_tokens_per_batch or self.spec.max_tokens_per_batch
         encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_) if sentences else []
+        # a sentence longer than the model reads is read whole, in windows (pipeline.models.windows)
+        windows = sentence_windows(self.tokenizer_, sentences, encoded, self.max_length_)
         network = settings.network if settings.network is not None else self.network_
-        strategy, commitment = self._run(network, encoded, budget)
-        probabilities = HeadProbabilities(
-            strategy=strategy,
-            commitment=commitment,
-            strategy_thresholds=self.strategy_thresholds_.copy(),
-            truncated=sentence_truncated(self.tokenizer_, sentences, encoded, self.max_length_),
-        )
-        if settings.network is not None and settings.disagreement is None and encoded:
-            self._check_precision(probabilities, encoded, budget)
-        return probabilities
+        per_row = HeadProbabilities(*self._run(network, windows.rows, budget), self.strategy_thresholds_.copy())
+        if settings.network is not None and settings.disagreement is None and windows.rows:
+            self._check_precision(per_row, windows.rows, budget)
+        strategy, commitment = windows.combine(per_row.strategy, per_row.commitment)
+        return HeadProbabilities(strategy, commitment, self.strategy_thresholds_.copy())  # no sentence was cut
 
     def _check_precision(self, lower: HeadProbabilities, encoded: Sequence[Encoded], budget: int) -> None:
         settings = self._inference

@@ -1,7 +1,8 @@
-"""The two-head BERT's inputs: sentences (+ neighbours) to token ids, truncation flags, token-budget batches.
+"""The two-head BERT's inputs: sentences (+ neighbours) to token ids, token-budget batches.
 
 Tokenisation happens once per sentence; padding happens per batch (`bert_training.TwoHeadCollator`). With
-context, the neighbours give way before the sentence, so `truncated` means the sentence itself was cut.
+context, the neighbours give way before the sentence; a sentence too long alone is cut here and read whole in
+windows at prediction (`pipeline.models.windows`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from pipeline.schema import SentenceText
@@ -31,7 +31,7 @@ def encode_sentences(
     """Sentence as segment A; with `context`, "previous [SEP] next" as segment B (type 1).
 
     The neighbours give way first: segment B is cut to make room, and the sentence itself is cut only when it
-    alone does not fit (so `truncated` means the sentence was cut, never just its context).
+    alone does not fit (then `predict_proba` reads it in windows: pipeline.models.windows).
     """
     texts = [s.text for s in sentences]
     if not context:
@@ -39,7 +39,7 @@ def encode_sentences(
         return [_encoded(batch, i, ids, context) for i, ids in enumerate(batch["input_ids"])]
     sep = tokenizer.sep_token
     around = [f"{s.previous} {sep} {s.next}".strip() for s in sentences]
-    own = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    own = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # no "longer than" warning
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     out: list[Encoded | None] = [None] * len(texts)
     # room for at least one context token: the context is cut to fit; none: no context, the sentence cut if
@@ -65,22 +65,6 @@ def _encoded(batch: Any, i: int, ids: list[int], context: bool) -> Encoded:
         types[-1] = 1
     sentence_mask = [1 if seq == 0 else 0 for seq in sequence]
     return Encoded(list(ids), types, sentence_mask)
-
-
-def sentence_truncated(
-    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[SentenceText], encoded: Sequence[Encoded], max_length: int
-) -> np.ndarray:
-    """Which sentences lost some of their OWN tokens to `max_length` (cut context does not count).
-
-    Only inputs that reached `max_length` can have been cut; just those sentences are tokenised again.
-    """
-    full = [i for i, e in enumerate(encoded) if len(e.input_ids) >= max_length]
-    truncated = np.zeros(len(encoded), dtype=bool)
-    if full:
-        own = tokenizer([sentences[i].text for i in full], add_special_tokens=False)["input_ids"]
-        for i, ids in zip(full, own, strict=True):
-            truncated[i] = len(ids) > sum(encoded[i].sentence_mask)
-    return truncated
 
 
 def features(item: Encoded) -> dict[str, list[int]]:
