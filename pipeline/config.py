@@ -172,6 +172,9 @@ class BertSpec(Section):
     strategy_pos_weight: bool = True
     dropout: float = 0.1
     early_stopping_patience: int = 3
+    # without a validation set from the caller: share of training documents held out to pick the epoch and
+    # the strategy thresholds (0: train every epoch, thresholds 0.5)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
     tune_thresholds: bool = True
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     pooling: Literal["cls", "mean"] = "cls"  # sentence vector: [CLS] or the mean over the sentence's tokens

@@ -304,11 +304,18 @@ def test_focal_loss_cls_pooling_and_accumulation_train_without_dev(backbone: Pat
         epochs=2,
         layerwise_lr_decay=0.8,
         head_learning_rate=3e-3,
+        validation_fraction=0.0,
     )
     model = BertTwoHeadModel.from_spec(spec).fit(TRAIN[:40])
     assert len(model.history_) == 2 and "dev_mean_macro_f1" not in model.history_[0]
     np.testing.assert_array_equal(model.strategy_thresholds_, [0.5, 0.5, 0.5])
     assert np.isfinite(model.predict_proba(dev_inputs()[:5]).strategy).all()
+
+
+def test_without_dev_the_epoch_is_picked_on_held_out_training_documents(backbone: Path) -> None:
+    spec = micro_spec(backbone, epochs=2, validation_fraction=0.25)
+    model = BertTwoHeadModel.from_spec(spec).fit(TRAIN)
+    assert all("dev_mean_macro_f1" in epoch for epoch in model.history_)  # scored on the held-out slice
 
 
 def test_clear_errors(backbone: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pipeline.config import BertSpec
-from pipeline.labelled_data import in_document_order, sentence_texts
+from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts, training_weights
 from pipeline.models.backbone import load_encoder, load_tokenizer, quiet_transformers, set_threads
 from pipeline.models.base import (
     EpochCallback,
@@ -162,7 +162,8 @@ class BertTwoHeadModel:
         *,
         callbacks: Sequence[EpochCallback] = (),
     ) -> Self:
-        """Fine-tune; with `dev`, keep the epoch with the best mean macro-F1, stop after `patience` worse."""
+        """Fine-tune; keep the epoch with the best mean macro-F1 on `dev` (without one: on `validation_fraction`
+        of the training documents), stop after `patience` worse epochs."""
         if not train:
             raise ValueError("BertTwoHeadModel.fit: no training sentences")
         spec = self.spec
@@ -172,13 +173,22 @@ class BertTwoHeadModel:
         torch.manual_seed(spec.seed)
         self._build(spec.backbone)
         self.configure_inference()
+        if not dev and spec.validation_fraction > 0 and len({s.doc_id for s in train}) >= 2:
+            # the epoch and the thresholds are chosen on held-out training documents, never on reported dev
+            train, dev = grouped_split(train, spec.validation_fraction, spec.seed)
 
         def labelled_features(sentences: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
             ordered, texts = self._inputs(sentences)
             encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
             strategy = strategy_matrix([s.strategy for s in ordered]).astype(float)
+            weights = training_weights(ordered)
             return [
-                {**features(e), "commitment_labels": int(c), "strategy_labels": strategy[i].tolist()}
+                {
+                    **features(e),
+                    "commitment_labels": int(c),
+                    "strategy_labels": strategy[i].tolist(),
+                    "sample_weight": float(weights[i]),
+                }
                 for i, (e, c) in enumerate(
                     zip(encoded, commitment_indices([s.commitment for s in ordered]), strict=True)
                 )

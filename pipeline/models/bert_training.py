@@ -91,33 +91,45 @@ def strategy_pos_weight(gold: np.ndarray) -> torch.Tensor:
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, gamma: float) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017): down-weights examples the model already gets right."""
+    """Per-sentence focal loss (Lin et al. 2017): down-weights examples the model already gets right."""
     log_p = F.log_softmax(logits.float(), dim=-1)
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt
-    if weight is not None:
-        loss = loss * weight[target]
-        return loss.sum() / weight[target].sum()
-    return loss.mean()
+    return loss if weight is None else loss * weight[target]
 
 
 @dataclass
 class TwoHeadLoss:
-    """Commitment loss ("weighted", "focal" or "plain") + strategy BCE (optionally positive-weighted)."""
+    """Commitment loss ("weighted", "focal" or "plain") + strategy BCE (optionally positive-weighted).
+
+    Each sentence counts with its training weight (its data source's `weight`; 1 for gold), on both heads.
+    """
 
     commitment_loss: str
     focal_gamma: float
     commitment_weight: torch.Tensor | None
     pos_weight: torch.Tensor | None
 
-    def __call__(self, logits_c: torch.Tensor, logits_s: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> Any:
+    def __call__(
+        self,
+        logits_c: torch.Tensor,
+        logits_s: torch.Tensor,
+        c: torch.Tensor,
+        s: torch.Tensor,
+        sample_weight: torch.Tensor | None = None,
+    ) -> Any:
         weight = None if self.commitment_weight is None else self.commitment_weight.to(logits_c.device)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits_s.device)
+        w = torch.ones(len(c), device=logits_c.device) if sample_weight is None else sample_weight.float()
         if self.commitment_loss == "focal":
-            loss_c = focal_loss(logits_c, c, weight, self.focal_gamma)
+            per_sentence = focal_loss(logits_c, c, weight, self.focal_gamma)
         else:
-            loss_c = F.cross_entropy(logits_c.float(), c, weight=weight)
-        return loss_c + F.binary_cross_entropy_with_logits(logits_s.float(), s.float(), pos_weight=pos_weight)
+            per_sentence = F.cross_entropy(logits_c.float(), c, weight=weight, reduction="none")
+        class_weight = torch.ones_like(w) if weight is None else weight[c]
+        loss_c = (w * per_sentence).sum() / (w * class_weight).sum()
+        bce = F.binary_cross_entropy_with_logits(logits_s.float(), s.float(), pos_weight=pos_weight, reduction="none")
+        loss_s = (w * bce.mean(dim=1)).sum() / w.sum()
+        return loss_c + loss_s
 
 
 class TwoHeadTrainer(Trainer):
@@ -135,8 +147,9 @@ class TwoHeadTrainer(Trainer):
         self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         c, s = inputs.pop("commitment_labels"), inputs.pop("strategy_labels")
+        sample_weight = inputs.pop("sample_weight", None)
         logits_c, logits_s = model(**inputs)
-        loss = self.two_head_loss(logits_c, logits_s, c, s)
+        loss = self.two_head_loss(logits_c, logits_s, c, s, sample_weight)
         return (loss, {"commitment_logits": logits_c, "strategy_logits": logits_s}) if return_outputs else loss
 
 
