@@ -137,7 +137,7 @@ def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(str(shared_small))
         tokenizer.save_pretrained(str(folder))
     else:
-        from pipeline.models.pretrain import train_tokenizer
+        from pipeline.models.mlm_corpus import train_tokenizer
 
         corpus = root / "corpus.txt"
         corpus.write_text("\n".join(d.text for d in constructed_documents(3000, seed=1)), encoding="utf-8")

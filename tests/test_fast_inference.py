@@ -36,7 +36,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import BertConfig, BertForMaskedLM
 
     from pipeline.models.bert import BertTwoHeadModel
-    from pipeline.models.pretrain import train_tokenizer
+    from pipeline.models.mlm_corpus import train_tokenizer
 
     root = tmp_path_factory.mktemp("fast")
     corpus = root / "corpus.txt"

@@ -19,15 +19,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertModel
 
 from pipeline.config import BackboneSize, PretrainConfig, TokenizerConfig
 from pipeline.models.backbone import load_encoder
-from pipeline.models.pretrain import (
-    heldout_blocks,
-    is_heldout,
-    iter_blocks,
-    iter_corpus_texts,
-    latest_checkpoint,
-    pretrain_backbone,
-    train_tokenizer,
-)
+from pipeline.models.mlm_corpus import heldout_blocks, is_heldout, iter_blocks, iter_corpus_texts, train_tokenizer
+from pipeline.models.pretrain import latest_checkpoint, pretrain_backbone
 
 pytestmark = pytest.mark.slow  # real tokenizer training and masked-LM pretraining
 
@@ -175,7 +168,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path: Path, cor
 
     with pytest.raises(KeyboardInterrupt):
         pretrain_backbone(micro_config(corpus, tmp_path / "resumed", max_steps=20), on_metrics=crash_at_15)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000010"
+    assert latest_checkpoint(tmp_path / "resumed").name == "checkpoint-10"
     resumed = pretrain_backbone(micro_config(corpus, tmp_path / "resumed", max_steps=20))
     assert resumed.resumed_from_step == 10 and resumed.steps == 20
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
@@ -198,6 +191,9 @@ def test_continued_pretraining_keeps_the_vocabulary(tmp_path: Path, corpus: Path
     result = pretrain_backbone(cont)
     assert result.steps == 10 and math.isfinite(result.heldout_loss)
     assert (tmp_path / "adapted" / "tokenizer.json").read_text() == (tmp_path / "base" / "tokenizer.json").read_text()
+    unchanged = micro_config(corpus, tmp_path / "step0", mode="continue", init_from=str(base.output_dir), max_steps=0)
+    step0 = pretrain_backbone(unchanged)  # no training: the base model scored on the same fixed held-out masks
+    assert step0.steps == 0 and step0.heldout_loss == pytest.approx(base.heldout_loss, abs=1e-5)
     with pytest.raises(ValueError, match="init_from: required"):
         pretrain_backbone(micro_config(corpus, tmp_path / "c2", mode="continue"))
 
@@ -205,7 +201,7 @@ def test_continued_pretraining_keeps_the_vocabulary(tmp_path: Path, corpus: Path
 def test_a_minutes_budget_stops_early(tmp_path: Path, corpus: Path) -> None:
     result = pretrain_backbone(micro_config(corpus, tmp_path / "bb", max_steps=100_000, max_minutes=0.1))
     assert 0 < result.steps < 100_000
-    assert latest_checkpoint(tmp_path / "bb").name == f"step-{result.steps:08d}"  # the last step is kept
+    assert latest_checkpoint(tmp_path / "bb").name == f"checkpoint-{result.steps}"  # the last step is kept
 
 
 class _RunsCodeWhenUnpickled:
@@ -218,16 +214,16 @@ class _RunsCodeWhenUnpickled:
         return (Path.touch, (self.marker,))
 
 
-def test_resume_loads_no_code_from_a_checkpoint(tmp_path: Path, corpus: Path) -> None:
+@pytest.mark.parametrize("state_file", ["optimizer.pt", "rng_state.pth"])
+def test_resume_loads_no_code_from_a_checkpoint(tmp_path: Path, corpus: Path, state_file: str) -> None:
     import pickle
 
     out = tmp_path / "bb"
-    checkpoint = out / "checkpoints" / "step-00000010"
-    checkpoint.mkdir(parents=True)
+    pretrain_backbone(micro_config(corpus, out, max_steps=10))
+    checkpoint = latest_checkpoint(out)
+    assert not list(checkpoint.glob("*.bin"))  # no pickled training arguments either
     marker = tmp_path / "code-ran"
-    torch.save(
-        {"step": 10, "fingerprint": "x", "payload": _RunsCodeWhenUnpickled(marker)}, checkpoint / "training_state.pt"
-    )
+    torch.save({"state": _RunsCodeWhenUnpickled(marker)}, checkpoint / state_file)  # a tampered state file
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         pretrain_backbone(micro_config(corpus, out, max_steps=20))
     assert not marker.exists()
