@@ -204,6 +204,23 @@ def retrain(
 
 
 @app.command()
+def study(config: ConfigOption, set_: SetOption = None) -> None:
+    """Train every variant a study config lists on its own data, score each once on dev, compare in pairs.
+
+    One MLflow run per variant in the experiment `study-<config>`; the Markdown table goes to `study.table`.
+    Example: ct-pipeline study -c configs/study.yaml
+    """
+    cfg = _config(config, set_, [])
+    if cfg.study is None:
+        err.print(f"[red]config error:[/red] {config}: no `study` section (see configs/study.yaml)", soft_wrap=True)
+        raise typer.Exit(2)
+    from pipeline.run import study_command
+
+    table = study_command(cfg, f"ct-pipeline study -c {config}" + "".join(f" --set {v}" for v in set_ or []))
+    err.print(f"study table written to {table}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def run(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
     """Run the stages the config lists, in order, as one MLflow parent run with a nested run per stage."""
     cfg = _config(config, set_, [])

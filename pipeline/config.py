@@ -257,6 +257,9 @@ class TrainingSource(Section):
     path: Path
     where: dict[str, str | int | bool] = Field(default_factory=dict)
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # a share of the source's documents (whole documents, drawn with `seed`): for learning curves
+    fraction: float = Field(1.0, gt=0, le=1)
+    seed: int = 13
     name: str | None = None  # how the source is named in logs and MLflow datasets
 
     @property
@@ -265,6 +268,8 @@ class TrainingSource(Section):
         if self.name:
             return self.name
         condition = ",".join(f"{key}={value}" for key, value in self.where.items())
+        if self.fraction < 1:
+            condition += f"{',' if condition else ''}fraction={self.fraction:g}"
         return f"{self.path.stem}[{condition}]" if condition else self.path.stem
 
 
@@ -402,6 +407,34 @@ class RetrainConfig(Section):
     force: bool = False
 
 
+# --- study ----------------------------------------------------------------------------------------------
+
+
+class StudyVariant(Section):
+    """One variant of a study: `--set`-style overrides of the study's own config."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    description: str = ""
+    set: list[str] = Field(default_factory=list)
+
+
+class StudyConfig(Section):
+    """`ct-pipeline study`: variants trained on their own data and compared on dev (docs/results.md)."""
+
+    reference: str  # the variant every other is compared with (paired bootstrap)
+    variants: list[StudyVariant] = Field(min_length=1)
+    table: Path = Path("runs/study/table.md")  # the generated Markdown table
+
+    @model_validator(mode="after")
+    def _known_reference(self) -> StudyConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names repeat: {names}")
+        if self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not one of the variants {names}")
+        return self
+
+
 # --- tracking -------------------------------------------------------------------------------------------
 
 
@@ -430,7 +463,9 @@ class PipelineConfig(Section):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    study: StudyConfig | None = None
     source_file: Path | None = Field(default=None, exclude=True)
+    overrides: list[str] = Field(default_factory=list, exclude=True)  # the --set values it was loaded with
 
     def experiment_name(self) -> str:
         if self.tracking.experiment:
@@ -543,6 +578,7 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Pipelin
     except ValidationError as exc:
         raise ConfigError(_format_error(file, exc)) from None
     config.source_file = file
+    config.overrides = list(overrides or [])
     return config
 
 

@@ -115,6 +115,14 @@ def _selected(sentence: LabelledSentence, where: Mapping[str, Any]) -> bool:
     return all(key in fields and fields[key] == value for key, value in where.items())
 
 
+def _document_share(numbered: Numbered, fraction: float, seed: int) -> Numbered:
+    """A seeded share of the documents (at least one), each kept whole; a smaller share is a subset of a larger."""
+    documents = sorted({s.doc_id for _, s in numbered})
+    order = np.random.default_rng(seed).permutation(len(documents))
+    kept = {documents[i] for i in order[: max(1, round(fraction * len(documents)))]}
+    return [(line, s) for line, s in numbered if s.doc_id in kept]
+
+
 def check_splits(
     splits: Mapping[str, Sequence[Path | str | TrainingSource]],
 ) -> tuple[dict[str, list[LabelledSentence]], list[DataProblem]]:
@@ -141,6 +149,8 @@ def check_splits(
             if files[path] and not chosen:
                 message = f"source {source.label!r}: no sentence has {source.where}"
                 problems.append(DataProblem(str(path), 0, message))
+            if source.fraction < 1:
+                chosen = _document_share(chosen, source.fraction, source.seed)
             for line, sentence in chosen:
                 if sentence.id in id_seen:
                     message = f"duplicate id {sentence.id!r} (also in {id_seen[sentence.id]})"

@@ -315,5 +315,20 @@ def _describe(paths: list[Path], sentences: list) -> str:
     return f"{', '.join(map(str, paths))}: {len(sentences)} sentences, {documents} documents"
 
 
+def study_command(config: PipelineConfig, command: str) -> Path:
+    """`ct-pipeline study`: every variant trained, scored and logged (one run each); the table written."""
+    from pipeline import study, tracking
+
+    assert config.study is not None
+    tracking.configure_tracking(config.tracking, f"study-{config.experiment_name()}")
+
+    def log_variant(result: study.VariantResult, variant_config: PipelineConfig) -> None:
+        tracking.log_study_variant(result, variant_config, config.study.reference)  # type: ignore[union-attr]
+
+    results = study.run_study(config, log_variant)
+    table = study.study_table(results, config.study.reference, command)
+    return study.write_table(config.study.table, table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use `python -m pipeline run`")

@@ -261,6 +261,26 @@ def log_training_sources(sources: Sequence[TrainingSource]) -> None:
         mlflow.log_params({f"data.train{i}.weight": source.weight, f"data.train{i}.sentences": len(chosen)})
 
 
+def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> None:
+    """One finished run per study variant: its overrides and key settings, dev scores, pairs and costs."""
+    params = {"variant.overrides": " ".join(result.overrides)[:MAX_PARAM_CHARS] or "(base)"}
+    params |= {k: v for k, v in config_params(config).items() if k.startswith(("train.model.", "data.train"))}
+    with mlflow.start_run(run_name=result.name, tags={"stage": "study", "study.reference": reference}):
+        mlflow.log_params({k: v[:MAX_PARAM_CHARS] for k, v in params.items()})
+        mlflow.log_metrics(
+            {
+                **{f"dev_{k}": v for k, v in result.metrics.items()},
+                **{f"paired.{head}.diff": d for head, (d, _, _) in result.paired.items()},
+                **{f"paired.{head}.ci_low": low for head, (_, low, _) in result.paired.items()},
+                **{f"paired.{head}.ci_high": high for head, (_, _, high) in result.paired.items()},
+                "fit_seconds": result.fit_seconds,
+                "train_sentences": float(result.train_sentences),
+            }
+        )
+        if result.description:
+            mlflow.set_tag("mlflow.note.content", result.description)
+
+
 # --- evaluation -----------------------------------------------------------------------------------------
 
 

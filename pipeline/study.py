@@ -1,0 +1,136 @@
+"""A model study: variants of one config trained on their own data, scored once on dev, compared in pairs.
+
+Each variant is the study config with some `--set`-style overrides (another model, other training sources,
+other settings). Every variant is fitted by the same code as the train stage, so it learns nothing from dev;
+dev scores each one once, with document-bootstrap intervals, and every variant is compared with the
+reference variant over the same document resamples. One MLflow run per variant (in the experiment
+`study-<config name>`), and a Markdown table that docs/results.md takes as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.config import PipelineConfig, StudyVariant, load_config
+from pipeline.evaluate import evaluate_model
+from pipeline.labelled_data import in_document_order, read_labelled, read_training_data, sentence_texts
+from pipeline.metrics import paired_differences
+from pipeline.models.base import build_model
+from pipeline.schema import HeadProbabilities, LabelledSentence
+
+console = Console(stderr=True)
+
+HEADS = ("commitment_macro_f1", "strategy_macro_f1")
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's dev scores (with intervals), paired differences against the reference, and costs."""
+
+    name: str
+    description: str
+    overrides: tuple[str, ...]
+    train_sentences: int
+    fit_seconds: float
+    metrics: dict[str, float]
+    paired: dict[str, tuple[float, float, float]]  # head -> (difference, ci_low, ci_high) vs the reference
+
+
+def variant_config(config: PipelineConfig, variant: StudyVariant) -> PipelineConfig:
+    """The study config with the variant's overrides applied (validated as any config is)."""
+    if config.source_file is None:
+        raise ValueError("a study needs a config file (its variants are overrides of it)")
+    return load_config(config.source_file, [*config.overrides, *variant.set])
+
+
+def fit_variant(config: PipelineConfig) -> tuple[object, list[LabelledSentence], float]:
+    """Fit the variant's model on its training sources alone; (model, training sentences, seconds)."""
+    train, _ = read_training_data(config.data.train)
+    started = time.perf_counter()
+    model = build_model(config.train.model)
+    model.fit(train)
+    return model, train, time.perf_counter() - started
+
+
+def run_study(config: PipelineConfig, log_variant: object | None = None) -> list[VariantResult]:
+    """Fit and score every variant; the reference variant first, so the others can be paired with it."""
+    study = config.study
+    dev = in_document_order(read_labelled(config.data.dev))
+    texts = sentence_texts(dev)
+    ordered = sorted(study.variants, key=lambda v: v.name != study.reference)
+    reference_probs: HeadProbabilities | None = None
+    results: list[VariantResult] = []
+    for i, variant in enumerate(ordered, 1):
+        console.print(f"[bold]study[/bold] {i}/{len(ordered)} {variant.name}: {' '.join(variant.set) or '(base)'}")
+        variant_cfg = variant_config(config, variant)
+        model, train, seconds = fit_variant(variant_cfg)
+        probabilities = model.predict_proba(texts)  # type: ignore[attr-defined]
+        report = evaluate_model(model, dev, variant_cfg.evaluate, variant.name)  # type: ignore[arg-type]
+        if reference_probs is None:
+            reference_probs = probabilities
+        differences = paired_differences(
+            dev,
+            probabilities,
+            reference_probs,
+            metrics=HEADS,
+            samples=variant_cfg.evaluate.bootstrap_samples,
+            seed=variant_cfg.evaluate.seed,
+        )
+        result = VariantResult(
+            name=variant.name,
+            description=variant.description,
+            overrides=tuple(variant.set),
+            train_sentences=len(train),
+            fit_seconds=seconds,
+            metrics=report.metrics,
+            paired={h: (d.difference, d.ci_low, d.ci_high) for h, d in differences.items()},
+        )
+        console.print(
+            f"[bold]study[/bold] {variant.name}: commitment {report.metrics['commitment_macro_f1']:.3f}, "
+            f"strategy {report.metrics['strategy_macro_f1']:.3f} ({seconds:.0f} s)"
+        )
+        if callable(log_variant):
+            log_variant(result, variant_cfg)
+        results.append(result)
+    return results
+
+
+def _interval(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.3f} [{metrics[f'{key}_ci_low']:.3f}, {metrics[f'{key}_ci_high']:.3f}]"
+
+
+def _paired(value: tuple[float, float, float]) -> str:
+    difference, low, high = value
+    mark = " ✓" if low > 0 else (" ✗" if high < 0 else "")
+    return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]{mark}"
+
+
+def study_table(results: Sequence[VariantResult], reference: str, command: str) -> str:
+    """The Markdown table of a study (dev macro-F1 with 95% document-bootstrap intervals)."""
+    lines = [
+        f"Produced by `{command}`. Dev scored once per variant; nothing was chosen on dev. Intervals: 95%,",
+        f"documents resampled; paired differences against `{reference}` on the same resamples",
+        "(✓ interval above zero, ✗ below).",
+        "",
+        "| variant | what | train sentences | commitment macro-F1 | strategy macro-F1 | Δ commitment | "
+        "Δ strategy | commitment ECE | fit s |",
+        "|---|---|---:|---|---|---|---|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| `{r.name}` | {r.description} | {r.train_sentences} | {_interval(r.metrics, 'commitment_macro_f1')} | "
+            f"{_interval(r.metrics, 'strategy_macro_f1')} | {_paired(r.paired['commitment_macro_f1'])} | "
+            f"{_paired(r.paired['strategy_macro_f1'])} | {r.metrics['commitment_ece']:.3f} | {r.fit_seconds:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_table(path: Path, table: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table, encoding="utf-8")
+    return path
