@@ -104,6 +104,7 @@ class PretrainConfig(Section):
     size: BackboneSize = Field(default_factory=BackboneSize)
     block_size: int = 64
     batch_size: int = 128
+    gradient_accumulation: int = Field(1, ge=1)  # batches per optimizer step (effective batch: batch_size x this)
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.06
     weight_decay: float = 0.01

@@ -227,3 +227,12 @@ def test_resume_loads_no_code_from_a_checkpoint(tmp_path: Path, corpus: Path, st
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         pretrain_backbone(micro_config(corpus, out, max_steps=20))
     assert not marker.exists()
+
+
+def test_gradient_accumulation_trains_and_is_part_of_the_stream(tmp_path: Path, corpus: Path) -> None:
+    accumulated = micro_config(corpus, tmp_path / "bb", max_steps=10, batch_size=4, gradient_accumulation=2)
+    result = pretrain_backbone(accumulated)
+    assert result.steps == 10 and math.isfinite(result.heldout_loss)
+    assert result.heldout_loss < math.log(200)  # it learns: below a uniform guess over the vocabulary
+    with pytest.raises(ValueError, match="other corpus/size/batch settings"):  # the stream changes with it
+        pretrain_backbone(micro_config(corpus, tmp_path / "bb", max_steps=20, batch_size=4))

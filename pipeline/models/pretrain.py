@@ -166,6 +166,7 @@ def training_arguments(cfg: PretrainConfig, device: torch.device) -> TrainingArg
         output_dir=str(Path(cfg.output_dir) / CHECKPOINTS),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,  # not on biases and LayerNorm (Trainer's own rule)
         adam_beta2=0.98,
@@ -199,6 +200,7 @@ def _data_fingerprint(cfg: PretrainConfig) -> str:
         "corpus": [str(p) for p in cfg.corpus],
         "block_size": cfg.block_size,
         "batch_size": cfg.batch_size,
+        "gradient_accumulation": cfg.gradient_accumulation,
         "heldout_fraction": cfg.heldout_fraction,
         "mask_probability": cfg.mask_probability,
         "shuffle_buffer": cfg.shuffle_buffer,
