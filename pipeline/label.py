@@ -135,10 +135,11 @@ def _run_settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig)
     }
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def setting_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the settings that differ between two runs' records (`label.max_chars`)."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in setting_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -154,12 +155,12 @@ def _chunk_digest(items: Sequence[object]) -> str:
     return digest.hexdigest()
 
 
-def _check_finished(paths: LabelPaths, settings: dict[str, Any], overwrite: bool) -> None:
+def check_finished_output(paths: LabelPaths, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse to replace a finished output written with other arguments, unless asked to."""
-    if overwrite or not (paths.output.is_file() and paths.record.is_file()) or paths.partial.exists():
+    if overwrite or not (paths.output.exists() and paths.record.is_file()) or paths.partial.exists():
         return
     stored = json.loads(paths.record.read_text(encoding="utf-8"))
-    changed = _differences(stored, settings)
+    changed = setting_differences(stored, settings)
     if changed:
         raise LabelRunMismatch(
             f"{paths.output}: already written by a run with other arguments (differs in {', '.join(changed)}); "
@@ -172,7 +173,7 @@ def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
     manifest = partial / _MANIFEST
     if manifest.is_file():
         stored = json.loads(manifest.read_text(encoding="utf-8"))
-        changed = _differences(stored, settings)
+        changed = setting_differences(stored, settings)
         if changed:
             raise LabelRunMismatch(
                 f"{partial}: an interrupted run with other arguments is there "
@@ -281,7 +282,7 @@ def label_documents(
     partial = paths.partial
     partial.parent.mkdir(parents=True, exist_ok=True)
     settings = _run_settings(cfg, model_info, segment_cfg)
-    _check_finished(paths, settings, cfg.overwrite)
+    check_finished_output(paths, settings, cfg.overwrite)
     _open_partial(partial, settings)
     predict = sentence_predictor(model, cfg)
     if total_documents is None and show_progress:

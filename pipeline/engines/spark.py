@@ -8,7 +8,11 @@
 - Nothing lost, nothing fails the job: a document whose labelling raises is listed in the rejects with why.
 - Safe reruns: all work goes under `<output>.partial/` (a manifest of the settings, the labelled rows, the
   final tables) and is moved into place by rename, the sentence table last. Killed anywhere (an executor,
-  the driver), a rerun with the same arguments ends with the same files; other arguments are refused.
+  the driver), a rerun with the same arguments ends with the same files; other arguments are refused, into
+  an interrupted run and (unless `label.overwrite`) into a finished output, as the local engine does: the
+  settings are kept beside the output (`<output>.run.json`).
+- Paths: Hadoop reads a path as a glob pattern (`[1]`, `*`, `?`, `{a,b}`), so every path Spark reads is
+  escaped (`hadoop_literal`); an output name with those characters works like any other.
 - Output: `label.output` is a Parquet dataset (a folder of part files, in input order) with the local
   engine's columns and types; the summary likewise; the rejects one JSONL file.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,7 +37,7 @@ import pyarrow as pa
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import Source, document_sources, read_source
 from pipeline.io.rejects import Reject
-from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch
+from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch, check_finished_output, setting_differences
 from pipeline.labelling import (
     REJECTED,
     SENTENCE_SCHEMA,
@@ -251,7 +256,7 @@ def _settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig) -> 
         "format": _FORMAT_VERSION,
         "engine": "spark",
         "model": asdict(info),
-        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "spark"}),
+        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite", "engine", "spark"}),
         "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
     }
 
@@ -261,7 +266,7 @@ def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
     manifest = partial / _MANIFEST
     if manifest.is_file():
         stored = json.loads(manifest.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+        changed = setting_differences(stored, settings)
         if changed:
             raise LabelRunMismatch(
                 f"{partial}: an interrupted run with other arguments is there (differs in {', '.join(changed)}); "
@@ -274,6 +279,17 @@ def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
     tmp = partial / f".{_MANIFEST}.tmp"
     tmp.write_text(json.dumps(settings, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, manifest)
+
+
+_HADOOP_GLOB = re.compile(r"([\\{}\[\]*?])")
+
+
+def hadoop_literal(path: Path) -> str:
+    """`path` for Spark's readers, which expand glob patterns: `[`, `]`, `*`, `?`, `{`, `}`, `\\` escaped.
+
+    (Writers take a path as it is; only reading globs.)
+    """
+    return _HADOOP_GLOB.sub(r"\\\1", str(path))
 
 
 def _model_folder(cfg: LabelConfig, download_dir: Path) -> tuple[Path, ModelInfo]:
@@ -322,21 +338,21 @@ def _write_table(session: Any, staged: Path, schema: pa.Schema, target: Path) ->
     """One staged table, in input order, with exactly `schema`'s columns and types, as a Parquet dataset."""
     from pyspark.sql import functions as F
 
-    frame = session.read.parquet(str(staged)) if staged.exists() else None
+    frame = session.read.parquet(hadoop_literal(staged)) if staged.exists() else None
     columns = [F.col(f"`{f.name}`").cast(_SPARK_TYPES[f.type]).alias(f.name) for f in schema]
     if frame is None:
         frame = session.createDataFrame([], ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in schema))
     else:
         frame = frame.orderBy(*_ORDER).select(*columns)
     frame.write.mode("overwrite").parquet(str(target))
-    return session.read.parquet(str(target)).count()
+    return session.read.parquet(hadoop_literal(target)).count()
 
 
 def _write_rejects(session: Any, staged: Path, target: Path) -> list[dict[str, Any]]:
     """The staged rejects in input order as one JSONL file (as the local engine writes it)."""
     rows: list[dict[str, Any]] = []
     if staged.exists():
-        frame = session.read.parquet(str(staged)).orderBy(*_ORDER).select(*REJECT_COLUMNS)
+        frame = session.read.parquet(hadoop_literal(staged)).orderBy(*_ORDER).select(*REJECT_COLUMNS)
         rows = [row.asDict() for row in frame.toLocalIterator()]
     tmp = target.with_name(f".{target.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -376,7 +392,9 @@ def label_documents_spark(
     with tempfile.TemporaryDirectory(prefix="ct-label-model-") as download:
         folder, info = _model_folder(cfg, Path(download))
         partial.parent.mkdir(parents=True, exist_ok=True)
-        _open_partial(partial, _settings(cfg, info, segment_cfg))
+        settings = _settings(cfg, info, segment_cfg)
+        check_finished_output(paths, settings, cfg.overwrite)  # before Spark starts: a refusal is quick
+        _open_partial(partial, settings)
         started = time.perf_counter()
         own_session = session is None
         session = session or spark_session(cfg.spark)
@@ -394,11 +412,13 @@ def label_documents_spark(
             sentences = _write_table(session, staged / "table=sentence", SENTENCE_SCHEMA, final / "sentences")
             labelled = _write_table(session, staged / "table=summary", SUMMARY_SCHEMA, final / "summary")
             rejects = _write_rejects(session, staged / "table=reject", final / "rejects.jsonl")
+            (final / "run.json").write_text((partial / _MANIFEST).read_text(encoding="utf-8"), encoding="utf-8")
         finally:
             if own_session:
                 session.stop()
     _move_into_place(final / ".rejects.jsonl.tmp", paths.rejects)
     _move_into_place(final / "summary", paths.summary)
+    _move_into_place(final / "run.json", paths.record)  # the settings, for a rerun's check
     _move_into_place(final / "sentences", paths.output)  # last: its presence means the run is complete
     shutil.rmtree(partial)
     rejected = sum(1 for r in rejects if r["severity"] == REJECTED)
