@@ -29,8 +29,8 @@ from pipeline.config import EvaluateConfig, KeywordSpec, MajoritySpec, TfidfSpec
 from pipeline.evaluate import evaluate_model  # noqa: E402
 from pipeline.labelled_data import grouped_folds, in_document_order, read_training_data, sentence_texts  # noqa: E402
 from pipeline.metrics import tune_thresholds  # noqa: E402
-from pipeline.models.baselines import TfidfModel  # noqa: E402
 from pipeline.models.factory import build_model  # noqa: E402
+from pipeline.models.tfidf import TfidfModel  # noqa: E402
 from pipeline.reports import comparison_markdown, comparison_table, per_class_markdown, write_report  # noqa: E402
 from pipeline.schema import LabelledSentence, commitment_indices, strategy_matrix  # noqa: E402
 

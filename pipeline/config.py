@@ -186,9 +186,9 @@ class BertSpec(Section):
 
 
 # The built-in kinds: spec, pip requirements (beyond the pyfunc's base) and the model class.
-model_kinds.register("majority", MajoritySpec, (), "pipeline.models.baselines:MajorityModel")
-model_kinds.register("keyword", KeywordSpec, (), "pipeline.models.baselines:KeywordModel")
-model_kinds.register("tfidf", TfidfSpec, ("scikit-learn", "scipy", "skops"), "pipeline.models.baselines:TfidfModel")
+model_kinds.register("majority", MajoritySpec, (), "pipeline.models.majority:MajorityModel")
+model_kinds.register("keyword", KeywordSpec, (), "pipeline.models.keyword:KeywordModel")
+model_kinds.register("tfidf", TfidfSpec, ("scikit-learn", "scipy", "skops"), "pipeline.models.tfidf:TfidfModel")
 model_kinds.register(
     "bert", BertSpec, ("torch", "transformers", "tokenizers", "safetensors"), "pipeline.models.bert:BertTwoHeadModel"
 )

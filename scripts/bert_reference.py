@@ -23,8 +23,8 @@ from pipeline.config import BertSpec, EvaluateConfig, TfidfSpec
 from pipeline.labelled_data import in_document_order, read_training_data, sentence_texts
 from pipeline.metrics import tune_thresholds
 from pipeline.models import load_model
-from pipeline.models.baselines import TfidfModel
 from pipeline.models.bert import BertTwoHeadModel
+from pipeline.models.tfidf import TfidfModel
 from pipeline.schema import HeadProbabilities, strategy_matrix
 from pipeline.scores import evaluate_predictions
 

@@ -21,7 +21,7 @@ from pipeline.annotate import (
     read_annotation_csv,
 )
 from pipeline.labelled_data import LabelledDataError, read_labelled, write_labelled
-from pipeline.models.baselines import KeywordModel
+from pipeline.models.keyword import KeywordModel
 from pipeline.schema import LabelledSentence, Sentence
 
 REPO = Path(__file__).resolve().parents[1]

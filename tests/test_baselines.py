@@ -12,8 +12,10 @@ from pipeline.config import BertSpec, KeywordSpec, MajoritySpec, TfidfSpec
 from pipeline.labelled_data import sentence_texts
 from pipeline.models import load_model
 from pipeline.models.base import SentenceModel
-from pipeline.models.baselines import KeywordModel, MajorityModel, TfidfModel, parse_lexicon
 from pipeline.models.factory import build_model
+from pipeline.models.keyword import KeywordModel, parse_lexicon
+from pipeline.models.majority import MajorityModel
+from pipeline.models.tfidf import TfidfModel
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, SentenceText
 
 REPO = Path(__file__).resolve().parents[1]

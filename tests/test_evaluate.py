@@ -27,7 +27,8 @@ from pipeline.metrics import (
     tune_thresholds,
     with_threshold_rule,
 )
-from pipeline.models.baselines import KeywordModel, MajorityModel
+from pipeline.models.keyword import KeywordModel
+from pipeline.models.majority import MajorityModel
 from pipeline.reports import (
     comparison_markdown,
     comparison_table,

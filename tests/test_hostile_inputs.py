@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.models.baselines import TfidfModel
+from pipeline.models.tfidf import TfidfModel
 from tests.labelled_examples import constructed_sentences
 
 ROOT = Path(__file__).resolve().parents[1]

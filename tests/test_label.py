@@ -33,7 +33,7 @@ from pipeline.label import (
     model_from_folder,
 )
 from pipeline.models.base import label_disagreement
-from pipeline.models.baselines import TfidfModel
+from pipeline.models.tfidf import TfidfModel
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, HeadProbabilities, with_context
 from pipeline.segment import segment_document
 from tests.labelled_examples import PARAGRAPHS, constructed_sentences

@@ -27,7 +27,7 @@ from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import read_documents
 from pipeline.label import LabelRunMismatch, label_documents
 from pipeline.labelling import SENTENCE_SCHEMA, SUMMARY_SCHEMA
-from pipeline.models.baselines import TfidfModel
+from pipeline.models.tfidf import TfidfModel
 from pipeline.registry import resolve_model
 from tests.labelled_examples import constructed_sentences
 from tests.test_hostile_inputs import cli

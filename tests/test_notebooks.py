@@ -21,7 +21,8 @@ from pipeline.config import EvaluateConfig, LabelConfig, PipelineConfig, Segment
 from pipeline.io.documents import read_documents
 from pipeline.label import ModelInfo, label_documents
 from pipeline.labelled_data import read_training_data, sentence_texts
-from pipeline.models.baselines import MajorityModel, TfidfModel
+from pipeline.models.majority import MajorityModel
+from pipeline.models.tfidf import TfidfModel
 from pipeline.reports import write_report
 from pipeline.sample import sample_dir
 from pipeline.scores import evaluate_predictions

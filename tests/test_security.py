@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.models import load_model
-from pipeline.models.baselines import TfidfModel
 from pipeline.models.skops_file import UntrustedModelFile, untrusted_nodes
+from pipeline.models.tfidf import TfidfModel
 from tests.labelled_examples import constructed_sentences
 
 ROOT = Path(__file__).resolve().parents[1]

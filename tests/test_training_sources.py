@@ -21,7 +21,7 @@ from pipeline.labelled_data import (
     sentence_texts,
     training_weights,
 )
-from pipeline.models.baselines import TfidfModel
+from pipeline.models.tfidf import TfidfModel
 
 
 def _write(path: Path, sentences: list, **extra: str) -> Path:

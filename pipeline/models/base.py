@@ -8,6 +8,7 @@ through the registry of kinds (`pipeline.model_kinds`).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,31 @@ class Float32Inference:
 
     def inference_report(self) -> InferenceReport:
         return InferenceReport()
+
+
+class SinglePassModel(Float32Inference, ABC):
+    """A kind that learns in one pass over the training sentences (majority, keyword rules, TF-IDF): no epochs,
+    so `callbacks` are never called, and float32 only. Subclasses learn in `_fit`, on a non-empty train set."""
+
+    def fit(
+        self,
+        train: Sequence[LabelledSentence],
+        dev: Sequence[LabelledSentence] | None = None,
+        *,
+        callbacks: Sequence[EpochCallback] = (),
+    ) -> Self:
+        if not train:
+            raise ValueError(f"{type(self).__name__}.fit: no training sentences")
+        return self._fit(train, dev)
+
+    @abstractmethod
+    def _fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None) -> Self: ...
+
+
+def check_fitted(model: object, attribute: str) -> None:
+    """Refuse to predict or save before `fit` or `load` has set `attribute`."""
+    if not hasattr(model, attribute):
+        raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() or load() first")
 
 
 def label_disagreement(a: HeadProbabilities, b: HeadProbabilities) -> float:

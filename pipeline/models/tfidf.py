@@ -1,25 +1,21 @@
-"""Baseline sentence models: majority class, keyword rules, TF-IDF + logistic regression.
+"""TF-IDF word and character n-grams with logistic regression: the strong, fast baseline and an ensemble member.
 
-They are the yardsticks the BERT model must beat (and candidates for an ensemble), so they share its
-interface exactly: configured in the constructor, learn in `fit`, answer in `predict_proba`, and save to a
-folder with `model.json` that `pipeline.models.load_model` restores.
+Saved as a folder: `model.json`, the fitted estimators in skops format, and the vocabularies as one JSON file.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import yaml
 
-from pipeline.config import KeywordSpec, MajoritySpec, TfidfSpec
+from pipeline.config import TfidfSpec
 from pipeline.labelled_data import in_document_order, sentence_texts, training_weights
-from pipeline.models.base import EpochCallback, Float32Inference, read_model_json, write_model_json
+from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -34,225 +30,9 @@ _ESTIMATORS_FILE = "estimators.skops"
 # skops writes every vocabulary entry as its own array (35,000 files, 38 MB for the default model), so the
 # vectorizers' vocabularies travel as one JSON file instead
 _VOCABULARY_FILE = "vocabulary.json"
-_LEXICON_FILE = "lexicon.yaml"
 
 
-def _check_fitted(model: object, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() or load() first")
-
-
-# --- majority ----------------------------------------------------------------------------------------
-
-
-class MajorityModel(Float32Inference):
-    """Predicts the training distribution for every sentence: the floor any model must clear."""
-
-    kind = "majority"
-
-    @classmethod
-    def from_spec(cls, spec: MajoritySpec) -> MajorityModel:
-        return cls()
-
-    def fit(
-        self,
-        train: Sequence[LabelledSentence],
-        dev: Sequence[LabelledSentence] | None = None,
-        *,
-        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
-    ) -> Self:
-        if not train:
-            raise ValueError("MajorityModel.fit: no training sentences")
-        gold = commitment_indices([s.commitment for s in train])
-        counts = np.bincount(gold, minlength=len(COMMITMENT_LABELS))
-        self.commitment_prior_ = counts / counts.sum()
-        self.strategy_prior_ = strategy_matrix([s.strategy for s in train]).mean(axis=0)
-        return self
-
-    def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
-        _check_fitted(self, "commitment_prior_")
-        n = len(sentences)
-        return HeadProbabilities(
-            strategy=np.tile(self.strategy_prior_, (n, 1)),
-            commitment=np.tile(self.commitment_prior_, (n, 1)),
-        )
-
-    def save(self, path: Path) -> None:
-        _check_fitted(self, "commitment_prior_")
-        write_model_json(
-            Path(path),
-            self.kind,
-            commitment_prior=self.commitment_prior_.tolist(),
-            strategy_prior=self.strategy_prior_.tolist(),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> Self:
-        card = read_model_json(Path(path), cls.kind)
-        model = cls()
-        model.commitment_prior_ = np.asarray(card["commitment_prior"], dtype=float)
-        model.strategy_prior_ = np.asarray(card["strategy_prior"], dtype=float)
-        return model
-
-
-# --- keyword rules -----------------------------------------------------------------------------------
-
-
-def _default_lexicon_path(path: Path) -> Path:
-    """A relative lexicon path that is not found from the working directory is tried from the repository."""
-    if path.is_file() or path.is_absolute():
-        return path
-    repository = Path(__file__).resolve().parents[2]
-    return repository / path if (repository / path).is_file() else path
-
-
-def parse_lexicon(raw: Any, source: str = "<lexicon>") -> dict[str, dict[str, list[str]]]:
-    """Validate a lexicon mapping {strategy: {label: [regex]}, commitment: {label: [regex]}}."""
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{source}: a lexicon is a mapping with 'strategy' and 'commitment' sections")
-    unknown_sections = set(raw) - {"strategy", "commitment"}
-    if unknown_sections:
-        found = sorted(unknown_sections)
-        raise ValueError(f"{source}: unknown section(s) {found}; expected strategy, commitment")
-    allowed = {"strategy": STRATEGY_LABELS, "commitment": tuple(c for c in COMMITMENT_LABELS if c != "none")}
-    out: dict[str, dict[str, list[str]]] = {}
-    for section, labels in allowed.items():
-        entries = raw.get(section) or {}
-        if not isinstance(entries, Mapping):
-            raise ValueError(f"{source}: {section}: expected a mapping of label -> list of patterns")
-        unknown = set(entries) - set(labels)
-        if unknown:
-            found = sorted(unknown)
-            raise ValueError(f"{source}: {section}: unknown label(s) {found}; expected {list(labels)}")
-        out[section] = {}
-        for label in labels:
-            patterns = entries.get(label) or []
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise ValueError(f"{source}: {section}.{label}: expected a list of regex strings")
-            for pattern in patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"{source}: {section}.{label}: bad regex {pattern!r}: {exc}") from None
-            out[section][label] = list(patterns)
-    return out
-
-
-def read_lexicon(path: Path | str) -> dict[str, dict[str, list[str]]]:
-    path = _default_lexicon_path(Path(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: keyword lexicon not found")
-    return parse_lexicon(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
-
-
-class KeywordModel(Float32Inference):
-    """Rules from a cue lexicon: a strategy label fires on any of its cues; commitment takes the first type
-    (funding > pending_proposal > support > institution) with a matching cue, else none.
-
-    `fit` learns no rules; it only measures how often each rule is right on the training data, so that the
-    probabilities mean something (a fired rule's probability is its training precision, floored so the rule's
-    decision stays the argmax).
-    """
-
-    kind = "keyword"
-
-    def __init__(self, lexicon: Mapping[str, Mapping[str, list[str]]]) -> None:
-        self.lexicon = parse_lexicon(lexicon)
-        cues = self.lexicon
-        self._strategy_rules = [self._compile(cues["strategy"][label]) for label in STRATEGY_LABELS]
-        self._commitment_rules = [self._compile(cues["commitment"].get(c, [])) for c in COMMITMENT_LABELS]
-
-    @staticmethod
-    def _compile(patterns: list[str]) -> re.Pattern[str] | None:
-        return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
-
-    @classmethod
-    def from_spec(cls, spec: KeywordSpec) -> KeywordModel:
-        return cls(read_lexicon(spec.lexicon))
-
-    @classmethod
-    def from_file(cls, path: Path | str) -> KeywordModel:
-        return cls(read_lexicon(path))
-
-    def rule_decisions(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(strategy hits (n, 3) bool, commitment class index (n,)) by the rules alone."""
-        hits = np.array(
-            [[bool(rule and rule.search(t)) for rule in self._strategy_rules] for t in texts], dtype=bool
-        ).reshape(len(texts), len(STRATEGY_LABELS))
-        none = COMMITMENT_LABELS.index("none")
-        commitment = np.full(len(texts), none, dtype=np.int64)
-        for i, text in enumerate(texts):
-            # precedence is the order of COMMITMENT_LABELS: the first type with a matching cue wins
-            for j, rule in enumerate(self._commitment_rules):
-                if rule is not None and rule.search(text):
-                    commitment[i] = j
-                    break
-        return hits, commitment
-
-    def fit(
-        self,
-        train: Sequence[LabelledSentence],
-        dev: Sequence[LabelledSentence] | None = None,
-        *,
-        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
-    ) -> Self:
-        if not train:
-            raise ValueError("KeywordModel.fit: no training sentences")
-        hits, predicted = self.rule_decisions([s.text for s in train])
-        gold_strategy = strategy_matrix([s.strategy for s in train])
-        gold_commitment = commitment_indices([s.commitment for s in train])
-        k = len(COMMITMENT_LABELS)
-        precision = np.empty(k)
-        for j in range(k):
-            fired = predicted == j
-            # Laplace smoothing keeps unseen rules away from 0 and 1
-            precision[j] = (np.sum(gold_commitment[fired] == j) + 1) / (fired.sum() + 2)
-        self.commitment_confidence_ = np.clip(precision, 1 / k + 0.05, 0.99)
-        fired_rate = (np.sum(hits & (gold_strategy == 1), axis=0) + 1) / (hits.sum(axis=0) + 2)
-        silent_rate = (np.sum(~hits & (gold_strategy == 1), axis=0) + 1) / ((~hits).sum(axis=0) + 2)
-        self.strategy_fired_ = np.clip(fired_rate, 0.5, 0.99)
-        self.strategy_silent_ = np.clip(silent_rate, 0.01, 0.49)
-        return self
-
-    def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
-        _check_fitted(self, "commitment_confidence_")
-        hits, predicted = self.rule_decisions([s.text for s in sentences])
-        n, k = len(sentences), len(COMMITMENT_LABELS)
-        confidence = self.commitment_confidence_[predicted]
-        commitment = np.repeat(((1 - confidence) / (k - 1))[:, None], k, axis=1)
-        commitment[np.arange(n), predicted] = confidence
-        strategy = np.where(hits, self.strategy_fired_[None, :], self.strategy_silent_[None, :])
-        return HeadProbabilities(strategy=strategy.astype(float), commitment=commitment)
-
-    def save(self, path: Path) -> None:
-        _check_fitted(self, "commitment_confidence_")
-        path = Path(path)
-        write_model_json(
-            path,
-            self.kind,
-            lexicon=_LEXICON_FILE,
-            commitment_confidence=self.commitment_confidence_.tolist(),
-            strategy_fired=self.strategy_fired_.tolist(),
-            strategy_silent=self.strategy_silent_.tolist(),
-        )
-        # the folder carries its own copy of the rules, so later edits to configs/lexicon.yaml don't change it
-        (path / _LEXICON_FILE).write_text(yaml.safe_dump(self.lexicon, allow_unicode=True, sort_keys=False))
-
-    @classmethod
-    def load(cls, path: Path) -> Self:
-        path = Path(path)
-        card = read_model_json(path, cls.kind)
-        model = cls(read_lexicon(path / card["lexicon"]))
-        model.commitment_confidence_ = np.asarray(card["commitment_confidence"], dtype=float)
-        model.strategy_fired_ = np.asarray(card["strategy_fired"], dtype=float)
-        model.strategy_silent_ = np.asarray(card["strategy_silent"], dtype=float)
-        return model
-
-
-# --- TF-IDF + logistic regression ---------------------------------------------------------------------
-
-
-class TfidfModel(Float32Inference):
+class TfidfModel(SinglePassModel):
     """TF-IDF word and character n-grams with logistic regression.
 
     Strategy: one binary classifier per label (one-vs-rest), with per-label decision thresholds tuned for F1:
@@ -375,15 +155,7 @@ class TfidfModel(Float32Inference):
 
     # the protocol
 
-    def fit(
-        self,
-        train: Sequence[LabelledSentence],
-        dev: Sequence[LabelledSentence] | None = None,
-        *,
-        callbacks: Sequence[EpochCallback] = (),  # no epochs: never called
-    ) -> Self:
-        if not train:
-            raise ValueError("TfidfModel.fit: no training sentences")
+    def _fit(self, train: Sequence[LabelledSentence], dev: Sequence[LabelledSentence] | None) -> Self:
         train = in_document_order(train)
         self._fit_heads(train)
         self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
@@ -435,7 +207,7 @@ class TfidfModel(Float32Inference):
             self.commitment_model_ = self._classifier(self.C, "newton-cg").fit(x, y_commitment, sample_weight=weights)
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:
-        _check_fitted(self, "features_")
+        check_fitted(self, "features_")
         n = len(sentences)
         strategy = np.empty((n, len(STRATEGY_LABELS)))
         if n == 0:
@@ -462,7 +234,7 @@ class TfidfModel(Float32Inference):
     def save(self, path: Path) -> None:
         import skops.io
 
-        _check_fitted(self, "features_")
+        check_fitted(self, "features_")
         path = Path(path)
         write_model_json(
             path,
