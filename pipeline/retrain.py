@@ -2,6 +2,7 @@
 
 Safe to run unattended: a file lock keeps two runs from overlapping, unchanged labelled data skips the work,
 and the `champion` alias is the last thing touched, so a run that dies anywhere before leaves it as it was.
+The gate and its report are `pipeline.promotion`; the lock and the state between runs `pipeline.retrain_state`.
 
 Exit codes (also `RetrainOutcome.exit_code`):
     0   promoted        the challenger passed the gate and is now `champion`
@@ -13,32 +14,29 @@ Exit codes (also `RetrainOutcome.exit_code`):
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
-import os
-import re
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
 
-from pipeline.config import PipelineConfig, RetrainConfig, TfidfSpec
-from pipeline.io.atomic import write_text_atomic
+from pipeline.config import PipelineConfig, TfidfSpec
 from pipeline.models.base import SentenceModel
+from pipeline.promotion import PromotionDecision, decide_promotion, render_report
+from pipeline.retrain_state import (
+    RetrainLocked,
+    data_digest,
+    last_completed,
+    retrain_lock,
+    retrain_lock_path,
+    write_state,
+)
 from pipeline.schema import LabelledSentence
 
 log = logging.getLogger(__name__)
-
-# The heads whose macro-F1 may not drop by more than `tolerance`, whatever the gate's metric is.
-HEAD_METRICS: tuple[str, ...] = ("strategy_macro_f1", "commitment_macro_f1")
-_EPSILON = 1e-12  # so that a gain of exactly the margin is not lost to float rounding
 
 
 class RetrainStatus(StrEnum):
@@ -58,16 +56,6 @@ EXIT_CODES: dict[RetrainStatus, int] = {
 }
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    """The gate's verdict and, line by line, why."""
-
-    promote: bool
-    reasons: list[str]
-    reference: str  # "champion", "baseline" or "none": what the challenger was measured against
-    blocking: list[str] = field(default_factory=list)  # the reasons that stopped a promotion
-
-
 @dataclass
 class RetrainOutcome:
     status: RetrainStatus
@@ -82,150 +70,6 @@ class RetrainOutcome:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
-
-
-class RetrainLocked(RuntimeError):
-    """Another retrain run holds the lock file."""
-
-
-# --- the gate (pure) ------------------------------------------------------------------------------------
-
-
-def decide_promotion(
-    challenger: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    baseline: Mapping[str, float] | None,
-    cfg: RetrainConfig,
-) -> PromotionDecision:
-    """Promote only if the challenger beats the reference on `cfg.metric` by at least `cfg.margin` and loses
-    no more than `cfg.tolerance` on any head's macro-F1. The reference is the champion, or, with no champion
-    yet, the TF-IDF baseline; with neither, nothing is promoted.
-    """
-    if champion is not None:
-        reference, name = champion, "champion"
-    elif baseline is not None:
-        reference, name = baseline, "baseline"
-    else:
-        why = "no champion and no baseline to compare with"
-        return PromotionDecision(False, [why], "none", [why])
-
-    for key in {cfg.metric, *HEAD_METRICS}:
-        for who, metrics in (("challenger", challenger), (name, reference)):
-            if key not in metrics:
-                raise KeyError(f"metric {key!r} missing from the {who}'s evaluation; has {sorted(metrics)}")
-
-    reasons: list[str] = []
-    blocking: list[str] = []
-    gain = challenger[cfg.metric] - reference[cfg.metric]
-    enough = gain >= cfg.margin - _EPSILON
-    reason = (
-        f"{cfg.metric}: challenger {challenger[cfg.metric]:.4f} vs {name} {reference[cfg.metric]:.4f} "
-        f"(gain {gain:+.4f} {'≥' if enough else '<'} margin {cfg.margin:.4f})"
-    )
-    reasons.append(reason)
-    if not enough:
-        blocking.append(reason)
-    for head in HEAD_METRICS:
-        drop = reference[head] - challenger[head]
-        if drop > cfg.tolerance + _EPSILON:
-            reason = (
-                f"{head}: challenger {challenger[head]:.4f} is {drop:.4f} below the {name} "
-                f"({reference[head]:.4f}), more than the tolerance {cfg.tolerance:.4f}"
-            )
-            blocking.append(reason)
-        else:
-            reason = f"{head}: challenger {challenger[head]:.4f} vs {name} {reference[head]:.4f} (within tolerance)"
-        reasons.append(reason)
-    return PromotionDecision(not blocking, reasons, name, blocking)
-
-
-# --- unattended-run plumbing ----------------------------------------------------------------------------
-
-
-def retrain_lock_path(config: PipelineConfig) -> Path:
-    """One lock per tracking store and registered model, whichever config or folder a retrain starts from.
-
-    Two retrains of the same registered model must never overlap (both could move `champion`), even from
-    different configs. The lock sits next to a sqlite store's database; for a server it is a per-user file on
-    this machine (`~/.cache/ct-pipeline/locks`); retrains on different machines against one server need the
-    scheduler to keep them apart.
-    """
-    from pipeline import tracking
-
-    uri = tracking.resolve_tracking_uri(config.tracking)
-    name = config.tracking.registered_model
-    db = tracking.sqlite_path(uri)
-    store = str(db.resolve()) if db is not None else uri.rstrip("/")
-    key = hashlib.sha256(f"{store}\n{name}".encode()).hexdigest()[:16]
-    folder = db.resolve().parent if db is not None else Path.home() / ".cache" / "ct-pipeline" / "locks"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-    return folder / f"retrain-{slug}-{key}.lock"
-
-
-@contextmanager
-def retrain_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking `flock` on `path`; the kernel drops it when the process dies."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RetrainLocked(
-                f"another retrain is running (lock {path} held by pid {holder}); not starting a second one"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # closing releases the lock
-
-
-def data_digest(paths: Sequence[Path]) -> str:
-    """sha256 over the labelled files (train, dev, evaluation set): unchanged data, nothing to retrain."""
-    from pipeline.tracking import file_digest
-
-    return file_digest(list(paths))
-
-
-def read_state(path: Path) -> dict[str, object]:
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: retrain state is not valid JSON ({exc.msg}); delete it to start afresh") from None
-    return state if isinstance(state, dict) else {}
-
-
-def write_state(path: Path, state: Mapping[str, object]) -> None:
-    """Atomic replace, so a crash never leaves half a state file."""
-    write_text_atomic(Path(path), json.dumps(dict(state), indent=2))
-
-
-def last_completed(config: PipelineConfig) -> dict[str, object]:
-    """The last completed retrain: the state file, or else the newest finished `retrain` run in MLflow (so a
-    CI runner that starts without the state file still skips unchanged data)."""
-    state = read_state(config.retrain.state_file)
-    if state.get("data_digest"):
-        return state
-    from pipeline import tracking
-
-    run = tracking.last_finished_run(config.experiment_name(), "retrain.data_digest")
-    if run is None:
-        return {}
-    finished = datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC)
-    return {
-        "data_digest": run.data.tags["retrain.data_digest"],
-        "finished_at": finished.isoformat(timespec="seconds"),
-        "run_id": run.info.run_id,
-    }
 
 
 def _ensure_stderr_logging() -> None:
@@ -431,52 +275,3 @@ def _train_score_decide(
 
 
 # --- the report -----------------------------------------------------------------------------------------
-
-
-def render_report(
-    *,
-    config: PipelineConfig,
-    challenger_version: int,
-    champion_version: int | None,
-    eval_path: Path,
-    eval_size: int,
-    digest: str,
-    metrics: Mapping[str, Mapping[str, float]],
-    decision: PromotionDecision,
-) -> str:
-    """The Markdown report: what was compared, on what data, the numbers side by side, the verdict and why."""
-    cfg = config.retrain
-    name = config.tracking.registered_model
-    verdict = "**promoted**" if decision.promote else "**not promoted**"
-    against = (
-        f"champion (version {champion_version})"
-        if champion_version is not None
-        else "TF-IDF baseline (no champion yet), trained on the same data"
-    )
-    lines = [
-        f"# Retrain report: {name}",
-        "",
-        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"- challenger: version {challenger_version} (`{config.train.model.kind}`), alias `challenger`",
-        f"- compared with: {against}",
-        f"- frozen evaluation set: `{eval_path}` ({eval_size} sentences)",
-        f"- labelled data digest: `{digest[:16]}`",
-        f"- gate: `{cfg.metric}` must improve by ≥ {cfg.margin}; "
-        f"no head's macro-F1 may drop by more than {cfg.tolerance}",
-        "",
-        f"## Decision: {verdict}",
-        "",
-        *[f"- {reason}" for reason in decision.reasons],
-        "",
-        "## Metrics on the frozen evaluation set",
-        "",
-    ]
-    columns = list(metrics)
-    keys = sorted({k for m in metrics.values() for k in m}, key=lambda k: (k not in {cfg.metric, *HEAD_METRICS}, k))
-    lines.append("| metric | " + " | ".join(columns) + " |")
-    lines.append("|---|" + "---:|" * len(columns))
-    for key in keys:
-        cells = [f"{metrics[c][key]:.4f}" if key in metrics[c] else "" for c in columns]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines.append("")
-    return "\n".join(lines)

@@ -20,15 +20,9 @@ from mlflow_server import labelled_files_fixture, tracked_config, train_and_regi
 
 from pipeline import registry, tracking
 from pipeline.config import MajoritySpec, PipelineConfig, RetrainConfig, TfidfSpec
-from pipeline.retrain import (
-    EXIT_CODES,
-    RetrainStatus,
-    decide_promotion,
-    read_state,
-    retrain,
-    retrain_lock,
-    retrain_lock_path,
-)
+from pipeline.promotion import decide_promotion
+from pipeline.retrain import EXIT_CODES, RetrainStatus, retrain
+from pipeline.retrain_state import read_state, retrain_lock, retrain_lock_path
 
 pytestmark = pytest.mark.slow  # trains, registers and scores real models in an MLflow store
 
@@ -192,7 +186,7 @@ def test_first_run_promotes_only_over_the_baseline_and_unchanged_data_is_skipped
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from pipeline.retrain import retrain_lock
+from pipeline.retrain_state import retrain_lock
 with retrain_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)
