@@ -204,11 +204,18 @@ def retrain(
 
 
 @app.command()
-def study(config: ConfigOption, set_: SetOption = None) -> None:
+def study(
+    config: ConfigOption,
+    set_: SetOption = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="Run only these variants (repeatable); the reference always runs too."),
+    ] = None,
+) -> None:
     """Train every variant a study config lists on its own data, score each once on dev, compare in pairs.
 
-    One MLflow run per variant in the experiment `study-<config>`; the Markdown table goes to `study.table`.
-    Example: ct-pipeline study -c configs/study.yaml
+    One MLflow run per variant in the experiment `study-<config>`; the Markdown table (every variant's latest
+    run) goes to `study.table`. Example: ct-pipeline study -c configs/study.yaml --variant stacker
     """
     cfg = _config(config, set_, [])
     if cfg.study is None:
@@ -216,7 +223,12 @@ def study(config: ConfigOption, set_: SetOption = None) -> None:
         raise typer.Exit(2)
     from pipeline.run import study_command
 
-    table = study_command(cfg, f"ct-pipeline study -c {config}" + "".join(f" --set {v}" for v in set_ or []))
+    command = f"ct-pipeline study -c {config}" + "".join(f" --set {v}" for v in set_ or [])
+    try:
+        table = study_command(cfg, command, variant or [])
+    except ValueError as exc:
+        err.print(f"[red]study error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     err.print(f"study table written to {table}", highlight=False, soft_wrap=True)
 
 

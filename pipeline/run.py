@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,19 +315,23 @@ def _describe(paths: list[Path], sentences: list) -> str:
     return f"{', '.join(map(str, paths))}: {len(sentences)} sentences, {documents} documents"
 
 
-def study_command(config: PipelineConfig, command: str) -> Path:
-    """`ct-pipeline study`: every variant trained, scored and logged (one run each); the table written."""
+def study_command(config: PipelineConfig, command: str, only: Sequence[str] = ()) -> Path:
+    """`ct-pipeline study`: the chosen variants trained, scored and logged (one run each); the table written
+    from every variant's latest run in the study's experiment, so expensive variants can run one at a time."""
     from pipeline import study, tracking
 
     assert config.study is not None
-    tracking.configure_tracking(config.tracking, f"study-{config.experiment_name()}")
+    experiment = f"study-{config.experiment_name()}"
+    tracking.configure_tracking(config.tracking, experiment)
+    reference = config.study.reference
 
     def log_variant(result: study.VariantResult, variant_config: PipelineConfig) -> None:
-        tracking.log_study_variant(result, variant_config, config.study.reference)  # type: ignore[union-attr]
+        tracking.log_study_variant(result, variant_config, reference)
 
-    results = study.run_study(config, log_variant)
-    table = study.study_table(results, config.study.reference, command)
-    return study.write_table(config.study.table, table)
+    earlier = [study.result_from_run(logged) for logged in tracking.study_runs(experiment, reference)]
+    latest = study.run_study(config, log_variant, only)
+    results = study.in_study_order(study.merge_results(earlier, latest), config)
+    return study.write_table(config.study.table, study.study_table(results, reference, command))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,28 @@ class VariantResult:
     paired: dict[str, tuple[float, float, float]]  # head -> (difference, ci_low, ci_high) vs the reference
 
 
+def result_from_run(logged: dict) -> VariantResult:
+    """A `VariantResult` back from what `tracking.log_study_variant` logged (see `tracking.study_runs`)."""
+    metrics = logged["metrics"]
+    overrides = logged["overrides"]
+    return VariantResult(
+        name=logged["name"],
+        description=logged["description"],
+        overrides=() if overrides in ("", "(base)") else (overrides,),
+        train_sentences=int(metrics.get("train_sentences", 0)),
+        fit_seconds=float(metrics.get("fit_seconds", 0.0)),
+        metrics={k.removeprefix("dev_"): v for k, v in metrics.items() if k.startswith("dev_")},
+        paired={
+            head: (
+                metrics[f"paired.{head}.diff"],
+                metrics[f"paired.{head}.ci_low"],
+                metrics[f"paired.{head}.ci_high"],
+            )
+            for head in HEADS
+        },
+    )
+
+
 def variant_config(config: PipelineConfig, variant: StudyVariant) -> PipelineConfig:
     """The study config with the variant's overrides applied (validated as any config is)."""
     if config.source_file is None:
@@ -57,12 +79,20 @@ def fit_variant(config: PipelineConfig) -> tuple[object, list[LabelledSentence],
     return model, train, time.perf_counter() - started
 
 
-def run_study(config: PipelineConfig, log_variant: object | None = None) -> list[VariantResult]:
-    """Fit and score every variant; the reference variant first, so the others can be paired with it."""
+def run_study(
+    config: PipelineConfig, log_variant: object | None = None, only: Sequence[str] = ()
+) -> list[VariantResult]:
+    """Fit and score the variants (those named in `only`, or all), always with the reference variant first,
+    so the others can be paired with it."""
     study = config.study
+    assert study is not None
+    unknown = sorted(set(only) - {v.name for v in study.variants})
+    if unknown:
+        raise ValueError(f"unknown study variant(s) {unknown}; the study has {[v.name for v in study.variants]}")
     dev = in_document_order(read_labelled(config.data.dev))
     texts = sentence_texts(dev)
-    ordered = sorted(study.variants, key=lambda v: v.name != study.reference)
+    chosen = [v for v in study.variants if not only or v.name in only or v.name == study.reference]
+    ordered = sorted(chosen, key=lambda v: v.name != study.reference)
     reference_probs: HeadProbabilities | None = None
     results: list[VariantResult] = []
     for i, variant in enumerate(ordered, 1):
@@ -98,6 +128,20 @@ def run_study(config: PipelineConfig, log_variant: object | None = None) -> list
             log_variant(result, variant_cfg)
         results.append(result)
     return results
+
+
+def merge_results(earlier: Sequence[VariantResult], latest: Sequence[VariantResult]) -> list[VariantResult]:
+    """Earlier results (e.g. from the study's MLflow runs) updated by the latest, in the study's order."""
+    by_name = {r.name: r for r in earlier} | {r.name: r for r in latest}
+    return list(by_name.values())
+
+
+def in_study_order(results: Sequence[VariantResult], config: PipelineConfig) -> list[VariantResult]:
+    """The reference first, then the variants as the study config lists them (unknown names dropped)."""
+    assert config.study is not None
+    names = [config.study.reference] + [v.name for v in config.study.variants if v.name != config.study.reference]
+    by_name = {r.name: r for r in results}
+    return [by_name[n] for n in names if n in by_name]
 
 
 def _interval(metrics: dict[str, float], key: str) -> str:

@@ -277,8 +277,30 @@ def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> No
                 "train_sentences": float(result.train_sentences),
             }
         )
-        if result.description:
-            mlflow.set_tag("mlflow.note.content", result.description)
+        mlflow.set_tags({"study.description": result.description, "mlflow.note.content": result.description})
+
+
+def study_runs(experiment: str, reference: str) -> list[dict[str, Any]]:
+    """The latest finished run of each variant in a study's experiment (paired against the same reference),
+    as plain fields: name, description, overrides, metrics."""
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`study.reference` = '{reference}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        latest.setdefault(
+            run.info.run_name,
+            {
+                "name": run.info.run_name,
+                "description": run.data.tags.get("study.description", ""),
+                "overrides": run.data.params.get("variant.overrides", ""),
+                "metrics": dict(run.data.metrics),
+            },
+        )
+    return list(latest.values())
 
 
 # --- evaluation -----------------------------------------------------------------------------------------

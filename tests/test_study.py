@@ -39,10 +39,14 @@ def test_study_trains_scores_and_logs_every_variant(tmp_path: Path) -> None:
     write_sample(tmp_path / "data" / "sample")
     (tmp_path / "study.yaml").write_text(STUDY, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "study", "-c", "study.yaml"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+
+    def study(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "study", "-c", "study.yaml", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    result = study()
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "runs" / "study.md").read_text(encoding="utf-8")
     rows = [line for line in table.splitlines() if line.startswith("| `")]
@@ -57,6 +61,18 @@ def test_study_trains_scores_and_logs_every_variant(tmp_path: Path) -> None:
     assert half.metrics["train_sentences"] < runs["tfidf"].data.metrics["train_sentences"]
     assert 0 <= half.metrics["dev_commitment_macro_f1"] <= 1 and "paired.strategy_macro_f1.ci_low" in half.metrics
     assert half.params["variant.overrides"].startswith("data.train=")
+
+    # one variant again (with the reference): the table still holds every variant, from their latest runs
+    again = study("--variant", "majority")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "study 1/2 tfidf" in again.stderr and "study 2/2 majority" in again.stderr
+    new_rows = [line for line in (tmp_path / "runs" / "study.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("| `")]  # fmt: skip
+    assert [row.split("`")[1] for row in new_rows] == ["tfidf", "majority", "tfidf-half"]
+    assert new_rows[2] == rows[2]  # not rerun: read back from its run
+    assert len(client.search_runs([experiment.experiment_id], "attributes.run_name = 'majority'")) == 2
+    unknown = study("--variant", "nope")
+    assert unknown.returncode == 2 and "unknown study variant(s) ['nope']" in unknown.stderr
 
 
 def test_a_study_must_name_a_known_reference(tmp_path: Path) -> None:
