@@ -23,11 +23,26 @@ annotate_app = typer.Typer(help="Annotation round trip: export for annotators, i
 app.add_typer(annotate_app, name="annotate")
 err = Console(stderr=True)
 
+# Stages you try out default to the bundled sample; the two that act on real work (labelling a batch,
+# promoting a model) must be told which config they serve, so a cron line without -c cannot relabel or
+# retrain the sample.
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")]
+# A --set example that every shipped config accepts (tests/test_cli.py applies it to each).
+SET_EXAMPLE = "evaluate.bootstrap_samples=200"
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML config (see configs/); default: the bundled quick-start sample.")
+]
+RequiredConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML config (see configs/), e.g. configs/gold.yaml. Required.")
+]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override any config value: --set train.model.epochs=3 (repeatable)."),
+    typer.Option(
+        "--set",
+        "-s",
+        help=f"Override any config value, read as YAML: --set {SET_EXAMPLE} (repeatable; list items by index, "
+        "train.model.members.0.epochs=4).",
+    ),
 ]
 
 
@@ -109,7 +124,7 @@ def evaluate(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> N
 
 @app.command()
 def label(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: RequiredConfigOption,
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="models:/<name>@champion, runs:/… or a folder.")] = None,
     input_: Annotated[Path | None, typer.Option("--input", help="Documents JSONL or a folder.")] = None,
@@ -191,7 +206,7 @@ def serve(
 
 @app.command()
 def retrain(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: RequiredConfigOption,
     set_: SetOption = None,
     force: Annotated[bool, typer.Option(help="Train even if the labelled data has not changed.")] = False,
 ) -> None:

@@ -103,7 +103,7 @@ def publish_model(
     `registered_model` is given) a new registered version with the `challenger` alias."""
     card = write_model_card(name=title, kind=kind, data=data, metrics=metrics)
     info = log_sentence_model(model_dir, artifact, segment_cfg, card=card)
-    version = register(info.model_uri, registered_model, tags=tags) if registered_model else None
+    version = register(info.model_uri, registered_model, tags=tags, card=card) if registered_model else None
     return info, version
 
 
@@ -117,11 +117,43 @@ def log_sentence_model(model_dir: Path, name: str, segment_cfg: SegmentConfig, c
     return info
 
 
-def register(model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None) -> int:
-    """Register a logged model as a new version and point the `challenger` alias at it."""
+def register(
+    model_uri: str, registered_name: str, tags: Mapping[str, str] | None = None, card: str | None = None
+) -> int:
+    """Register a logged model as a new version and point the `challenger` alias at it.
+
+    The version's description is its model card; the registered model's says what the model does and how
+    its aliases move, so both read well in the UI's Models pages.
+    """
     version = mlflow.register_model(model_uri, registered_name, tags=dict(tags or {}))
-    MlflowClient().set_registered_model_alias(registered_name, CHALLENGER, version.version)
+    client = MlflowClient()
+    client.update_registered_model(registered_name, description=registered_model_description(registered_name))
+    if card:
+        client.update_model_version(registered_name, version.version, description=card)
+    client.set_registered_model_alias(registered_name, CHALLENGER, version.version)
     return int(version.version)
+
+
+def registered_model_description(name: str) -> str:
+    """What the registered model is, its label scheme and how `challenger` / `champion` move (Markdown)."""
+    strategy = ", ".join(f"`{x}`" for x in STRATEGY_LABELS)
+    commitment = ", ".join(f"`{x}`" for x in COMMITMENT_LABELS)
+    return "\n".join(
+        [
+            f"# {name}",
+            "",
+            "Labels each sentence of a Swedish government text on two heads: strategy dimension "
+            f"(multi-label: {strategy}) and commitment type (one of {commitment}). Input: documents "
+            "(`id`, `text`) or sentences (`doc_id`, `text`); output: one row per sentence with both heads' "
+            "probabilities and offsets into the document text.",
+            "",
+            f"- `@{CHALLENGER}`: the newest registered version (every `ct-pipeline train` / `retrain` moves it).",
+            f"- `@{CHAMPION}`: the version in use; only the retraining gate (`ct-pipeline retrain`) moves it, when "
+            "a challenger beats it on the frozen evaluation set.",
+            "",
+            "Each version's description is its model card: data, dev scores with intervals, known limits.",
+        ]
+    )
 
 
 def set_champion(name: str, version: int) -> None:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "report.json"
 ERRORS_FILE = "errors.csv"
+# What a reviewer reads first: the sentence, what it should be, what the model said and how sure it was.
+ERROR_COLUMNS: tuple[str, ...] = ("text", "gold", "predicted", "confidence", "head", "id", "doc_id")
 PAIRED_FILE = "paired.md"
 PAIRED_JSON_FILE = "paired.json"
 
@@ -80,7 +82,7 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
     report_path.write_text(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
     errors_path = out_dir / ERRORS_FILE
     with errors_path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, ["head", "confidence", "gold", "predicted", "id", "doc_id", "text"])
+        writer = csv.DictWriter(handle, list(ERROR_COLUMNS))
         writer.writeheader()
         writer.writerows(report.errors)
     return [report_path, errors_path, *_plot_confusions(report, out_dir)]

@@ -107,8 +107,9 @@ def model_scores(
 ) -> pd.DataFrame:
     """Each scored model's headline numbers: run_id, run_name, model, metric, value, ci_low, ci_high.
 
-    A run that scored several models logs `<model>.<metric>`; a run that scored one logs `<metric>` and the
-    model is named after the run.
+    An evaluate run that scored several models logs `<model>.<metric>`; a model's own run (tag `model`, one
+    per trained model) logs `<metric>`. Unprefixed metrics of any other run (the pipeline run's headline copy)
+    are not a model of their own and are left out.
     """
     rows = []
     for _, run in runs.iterrows():
@@ -119,11 +120,14 @@ def model_scores(
             model, _, metric = key.rpartition(".")
             if metric not in metrics:
                 continue
+            model = model or _model_tag(run)
+            if not model:
+                continue
             rows.append(
                 {
                     "run_id": run["run_id"],
                     "run_name": run.get("tags.mlflow.runName"),
-                    "model": model or run.get("tags.mlflow.runName") or run["run_id"],
+                    "model": model,
                     "metric": metric,
                     "value": float(value),
                     "ci_low": run.get(f"{column}_ci_low"),
@@ -144,17 +148,45 @@ def per_class_scores(runs: pd.DataFrame, measure: str = "f1") -> pd.DataFrame:
             match = _PER_CLASS.match(column.removeprefix("metrics."))
             if not match or match["measure"] != measure or match["label"] not in known[match["head"]]:
                 continue
+            model = match["model"] or _model_tag(run)
+            if not model:
+                continue
             rows.append(
                 {
                     "run_id": run["run_id"],
                     "run_name": run.get("tags.mlflow.runName"),
-                    "model": match["model"] or run.get("tags.mlflow.runName") or run["run_id"],
+                    "model": model,
                     "head": match["head"],
                     "label": match["label"],
                     "value": float(value),
                 }
             )
     return pd.DataFrame(rows, columns=["run_id", "run_name", "model", "head", "label", "value"])
+
+
+def _model_tag(run: pd.Series) -> str | None:
+    value = run.get("tags.model")
+    return value if isinstance(value, str) and value else None
+
+
+def model_runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained model (its own run): settings, then the dev scores with their 95% intervals.
+
+    The same row the MLflow UI shows for a model run: `kind` and the other spec params (ensemble members
+    as `member0.*`), `fit_seconds`, and each headline metric as `value [low, high]` columns.
+    """
+    if runs.empty or "tags.model" not in runs:
+        return pd.DataFrame(columns=["model", "role", "run_id"])
+    models = runs[runs["tags.model"].notna()]
+    table = pd.DataFrame({"model": models["tags.model"], "role": models.get("tags.role"), "run_id": models["run_id"]})
+    for column in sorted(c for c in models.columns if c.startswith("params.")):
+        table[column.removeprefix("params.")] = models[column]
+    for metric in (*KEY_METRICS, "fit_seconds"):
+        for suffix in ("", "_ci_low", "_ci_high"):
+            column = f"metrics.{metric}{suffix}"
+            if column in models:
+                table[f"{metric}{suffix}"] = models[column]
+    return table.dropna(axis=1, how="all").reset_index(drop=True)
 
 
 def fetch_metric_history(client: MlflowClient, run_ids: Sequence[str], min_steps: int = 2) -> pd.DataFrame:
@@ -183,29 +215,46 @@ def fetch_evaluation_run_ids(client: MlflowClient, run_ids: Sequence[str]) -> li
 
 
 def fetch_evaluation_images(client: MlflowClient, run_id: str, dst: Path) -> list[Path]:
-    """Download a run's evaluation PNGs (confusion matrices, reliability diagrams) into `dst`."""
+    """Download a run's evaluation PNGs (confusion matrices, reliability diagrams) under `dst`.
+
+    Each file keeps its artifact path (`<dst>/<run_id>/evaluation/<model>/calibration.png`): every model
+    writes the same file names, so a flat download would show one model's plots under every name.
+    """
     pngs = [p for p in _artifact_paths(client, run_id, "evaluation") if p.endswith(".png")]
-    return [
-        Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=p, dst_path=str(dst)))
-        for p in sorted(pngs)
-    ]
+    out = []
+    for path in sorted(pngs):
+        folder = Path(dst) / run_id / Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        out.append(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(folder))))
+    return out
 
 
 def fetch_confident_errors(client: MlflowClient, run_id: str, dst: Path, top: int = 20) -> pd.DataFrame:
-    """The most confident errors a run's evaluation logged (`errors.csv`), most confident first, per model."""
+    """The most confident errors a run's evaluation logged (`errors.csv`): the `top` of EACH model.
+
+    Columns start with what a reviewer reads (text, gold, predicted, confidence, model); the configured
+    model (`model`) comes first, then the baselines, each most confident first. Taking the top over all
+    models would show only the baselines, whose confident mistakes crowd out the model's.
+    """
     frames = []
     for path in _artifact_paths(client, run_id, "evaluation"):
         if Path(path).name != "errors.csv":
             continue
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
-        frame = pd.read_csv(local)
+        folder = Path(dst) / run_id / Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(folder))
+        frame = pd.read_csv(local, keep_default_na=False)
         parent = Path(path).parent.name
-        frame.insert(0, "model", parent if parent != "evaluation" else "")
+        frame["model"] = parent if parent != "evaluation" else ""
         frames.append(frame)
+    columns = ["text", "gold", "predicted", "confidence", "model", "head", "doc_id", "id"]
     if not frames:
-        return pd.DataFrame(columns=["model", "head", "confidence", "gold", "predicted", "id", "doc_id", "text"])
+        return pd.DataFrame(columns=columns)
     errors = pd.concat(frames, ignore_index=True)
-    return errors.sort_values("confidence", ascending=False, kind="stable").head(top).reset_index(drop=True)
+    errors["_shipped"] = errors["model"] != "model"
+    errors = errors.sort_values(["_shipped", "model", "confidence"], ascending=[True, True, False], kind="stable")
+    errors = errors.groupby("model", sort=False).head(top)
+    return errors[[c for c in columns if c in errors.columns]].reset_index(drop=True)
 
 
 def fetch_model_versions(client: MlflowClient, run_ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -85,15 +85,17 @@ def pretrain_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.models.pretrain import pretrain_backbone
 
     result = pretrain_backbone(config.pretrain, on_metrics=lambda m, step: tracking.log_metrics(m, step=step))
-    tracking.log_metrics(
+    # the summary at the final step, each metric once: what the trainer's own curve already logged is kept
+    tracking.log_new_metrics(
         {
             "heldout_loss": result.heldout_loss,
             "heldout_perplexity": result.heldout_perplexity,
             "steps": result.steps,
-            "steps_per_second": result.steps_per_second,
             "minutes": result.minutes,
-        }
+        },
+        step=result.steps,
     )
+    tracking.log_metrics({"mean_steps_per_second": result.steps_per_second})
     for name in ("config.json", "tokenizer_config.json", "pretrain.json"):
         tracking.log_file(Path(result.output_dir) / name, "backbone")
     return StageOutcome(
@@ -108,36 +110,47 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
     from pipeline.evaluate import evaluate_model
     from pipeline.labelled_data import read_training_data
     from pipeline.models.base import load_model
-    from pipeline.train import train_models
+    from pipeline.train import model_folder_name, train_model, training_jobs
 
     train, dev = read_training_data(config.data.train, config.data.dev)
     tracking.log_training_sources(config.data.train)
     if dev:
         tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
-    trained = train_models(config.train, train, dev, callbacks=[tracking.epoch_logger()])
     outputs: dict[str, str] = {}
-    for model in trained:
-        tracking.log_metrics({f"{model.name}.fit_seconds": model.seconds})
-        outputs[model.name] = str(model.path)
-        if not config.train.register_model:
-            continue
-        metrics = evaluate_model(load_model(model.path), dev, config.evaluate, model.name).metrics if dev else {}
-        _, version = registry.publish_model(
-            model.path,
-            artifact=model.name,
-            title=f"{config.tracking.registered_model} ({model.name})",
-            kind=model.kind,
-            segment_cfg=config.segment,
-            data={"train": _describe(config.data.train_files, train), "dev": _describe([config.data.dev], dev or [])},
-            metrics=metrics,
-            registered_model=config.tracking.registered_model if model.role == "model" else None,
-        )
-        if version is not None:
-            outputs["registered_version"] = str(version)
-            console.print(
-                f"registered {config.tracking.registered_model} version {version} (alias {registry.CHALLENGER})"
-            )
-    return StageOutcome("train", outputs=outputs, message=f"trained {', '.join(m.name for m in trained)}")
+    names = []
+    for spec, role in training_jobs(config.train):
+        # one nested run per model: its settings, its curves, its dev scores and its logged model together
+        with tracking.model_run(model_folder_name(spec, role), tracking.model_params(spec), role):
+            model = train_model(config.train, spec, role, train, dev, callbacks=[tracking.epoch_logger()])
+            names.append(model.name)
+            outputs[model.name] = str(model.path)
+            report = evaluate_model(load_model(model.path), dev, config.evaluate, model.name) if dev else None
+            scores = {**(tracking.headline(report.metrics) if report else {}), "fit_seconds": model.seconds}
+            model_id = None
+            if config.train.register_model:
+                info, version = registry.publish_model(
+                    model.path,
+                    artifact=model.name,
+                    title=f"{config.tracking.registered_model} ({model.name})",
+                    kind=model.kind,
+                    segment_cfg=config.segment,
+                    data={
+                        "train": _describe(config.data.train_files, train),
+                        "dev": _describe([config.data.dev], dev or []),
+                    },
+                    metrics=report.metrics if report else {},
+                    registered_model=config.tracking.registered_model if model.role == "model" else None,
+                )
+                model_id = info.model_id
+                if version is not None:
+                    outputs["registered_version"] = str(version)
+                    console.print(
+                        f"registered {config.tracking.registered_model} version {version} (alias {registry.CHALLENGER})"
+                    )
+            tracking.log_model_scores(scores, model_id=model_id)
+            if model.role == "model":  # the pipeline run's row pairs the config with the model's scores
+                tracking.log_pipeline_metrics(scores)
+    return StageOutcome("train", outputs=outputs, message=f"trained {', '.join(names)}")
 
 
 def evaluate_stage(config: PipelineConfig) -> StageOutcome:
@@ -171,8 +184,6 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
     out = Path(cfg.output_dir)
     for name, report in reports.items():
         tracking.log_evaluation(report, write_report(report, out / name), prefix=name)
-    if "model" in reports:  # the configured model's numbers, unprefixed, for the runs table in the UI
-        tracking.log_metrics({k: float(v) for k, v in reports["model"].metrics.items()})
     tracking.set_tags({"evaluate.threshold_rule": cfg.threshold_rule})
     comparison = comparison_markdown(reports)
     (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")

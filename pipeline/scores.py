@@ -65,13 +65,13 @@ def _most_confident_errors(
     for i in wrong[np.argsort(-confidence[wrong], kind="stable")][:top]:
         rows.append(
             {
-                "head": "commitment",
-                "id": gold[i].id,
-                "doc_id": gold[i].doc_id,
                 "text": gold[i].text,
                 "gold": COMMITMENT_LABELS[gold_commitment[i]],
                 "predicted": COMMITMENT_LABELS[predicted_commitment[i]],
                 "confidence": round(float(confidence[i]), 4),
+                "head": "commitment",
+                "id": gold[i].id,
+                "doc_id": gold[i].doc_id,
             }
         )
     # a strategy error is one wrong label decision; its confidence is the probability of the wrong decision
@@ -84,13 +84,13 @@ def _most_confident_errors(
         label = STRATEGY_LABELS[j]
         rows.append(
             {
-                "head": "strategy",
-                "id": gold[i].id,
-                "doc_id": gold[i].doc_id,
                 "text": gold[i].text,
                 "gold": label if gold_strategy[i, j] else f"not {label}",
                 "predicted": label if predicted_strategy[i, j] else f"not {label}",
                 "confidence": round(value, 4),
+                "head": "strategy",
+                "id": gold[i].id,
+                "doc_id": gold[i].doc_id,
             }
         )
     return rows

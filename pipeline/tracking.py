@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 
 MAX_PARAM_CHARS = 500  # MLflow allows 6000; longer values are unreadable in the UI anyway
 HEALTH_TIMEOUT_S = 5.0
+# MLflow 3 opens an experiment on its GenAI pages unless told it holds classic model-training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+DEFAULT_EXPERIMENT_ID = "0"
+# The headline numbers a run row shows (dev scores of the trained model, each with its interval).
+HEADLINE_METRICS: tuple[str, ...] = (
+    "commitment_macro_f1",
+    "strategy_macro_f1",
+    "commitment_accuracy",
+    "strategy_micro_f1",
+    "commitment_ece",
+)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -105,12 +116,34 @@ def configure_tracking(cfg: TrackingConfig, experiment: str | None = None) -> st
                 folder.mkdir(parents=True, exist_ok=True)
                 location = folder.resolve().as_uri()
             try:
-                client.create_experiment(experiment, artifact_location=location)
+                client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
             except MlflowException as exc:  # created meanwhile by a concurrent run
                 if client.get_experiment_by_name(experiment) is None:
                     raise TrackingUnavailable(f"cannot create experiment {experiment!r}: {exc}") from exc
-        mlflow.set_experiment(experiment)
+        found = mlflow.set_experiment(experiment)
+        for key, value in EXPERIMENT_TAGS.items():  # also on experiments made by older versions of the pipeline
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
+        if not remote:
+            _drop_empty_default_experiment(client)
     return uri
+
+
+def _drop_empty_default_experiment(client: MlflowClient) -> None:
+    """A local store's `Default` experiment is never used by the pipeline; empty, it only misleads the UI."""
+    default = client.get_experiment(DEFAULT_EXPERIMENT_ID) if _exists(client, DEFAULT_EXPERIMENT_ID) else None
+    if default is None or default.lifecycle_stage != "active":
+        return
+    if not client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1, run_view_type=mlflow.entities.ViewType.ALL):
+        client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+
+
+def _exists(client: MlflowClient, experiment_id: str) -> bool:
+    try:
+        client.get_experiment(experiment_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _slug(name: str) -> str:
@@ -141,10 +174,7 @@ def git_commit(cwd: Path | None = None) -> str:
 
 def config_params(config: PipelineConfig) -> dict[str, str]:
     """The resolved config as flat `section.key` params, long values cut to `MAX_PARAM_CHARS`."""
-    out = {}
-    for key, value in config.flat().items():
-        out[key] = value if len(value) <= MAX_PARAM_CHARS else value[: MAX_PARAM_CHARS - 1] + "…"
-    return out
+    return {key: _cut(value) for key, value in config.flat().items()}
 
 
 def dataset_tags(config: PipelineConfig) -> dict[str, str]:
@@ -204,6 +234,68 @@ def stage_run(config: PipelineConfig, stage: str) -> Iterator[mlflow.ActiveRun]:
 def _nested(stage: str) -> Iterator[mlflow.ActiveRun]:
     with mlflow.start_run(run_name=stage, nested=True, tags={"stage": stage}) as run:
         yield run
+
+
+@contextmanager
+def model_run(name: str, settings: Mapping[str, str], role: str) -> Iterator[mlflow.ActiveRun]:
+    """A nested run for one trained model: its own settings as params, then its dev scores and logged model.
+
+    One row per model in the runs table pairs what the model is with how well it does; the logged model's
+    metrics (the Models tab) are this run's, so it lists the model's own F1 and fit time and nobody else's.
+    """
+    with mlflow.start_run(run_name=name, nested=True, tags={"stage": "train", "model": name, "role": role}) as run:
+        mlflow.log_params(settings)
+        yield run
+
+
+def model_params(spec: Any) -> dict[str, str]:
+    """A model spec as flat params; an ensemble's members become `member0.learning_rate`, `member1.kind`, ..."""
+    dumped = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else dict(spec)
+    members = dumped.pop("members", None) or []
+    out = {key: _cut(value) for key, value in _flatten(dumped).items()}
+    for i, member in enumerate(members):
+        out.update({f"member{i}.{key}": _cut(value) for key, value in _flatten(member).items()})
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: str(value)}
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= MAX_PARAM_CHARS else value[: MAX_PARAM_CHARS - 1] + "…"
+
+
+def pipeline_run_id() -> str:
+    """The top run above the active one (the `pipeline run` parent), following `mlflow.parentRunId`."""
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("pipeline_run_id: no active MLflow run")
+    client, run_id = MlflowClient(), active.info.run_id
+    while parent := client.get_run(run_id).data.tags.get("mlflow.parentRunId"):
+        run_id = parent
+    return run_id
+
+
+def log_model_scores(metrics: Mapping[str, float], model_id: str | None = None) -> None:
+    """A model's dev scores on the active run (and its logged model): headline numbers with intervals."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id)
+
+
+def log_pipeline_metrics(metrics: Mapping[str, float]) -> None:
+    """Metrics on the `pipeline run` parent of the active run, so its row shows them beside the settings."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, run_id=pipeline_run_id())
+
+
+def headline(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The headline metrics and their `_ci_low` / `_ci_high` bounds, as far as `metrics` has them."""
+    keys = [f"{k}{suffix}" for k in HEADLINE_METRICS for suffix in ("", "_ci_low", "_ci_high")]
+    return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
@@ -337,6 +429,13 @@ def errors_frame(errors: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_new_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log only the metrics the active run does not have yet (a summary must not repeat a curve's last point)."""
+    active = mlflow.active_run()
+    logged = MlflowClient().get_run(active.info.run_id).data.metrics if active else {}
+    log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=step)
 
 
 def set_tags(tags: Mapping[str, object]) -> None:

@@ -59,6 +59,27 @@ def fit_and_save(
     return folder
 
 
+def training_jobs(cfg: TrainConfig) -> list[tuple[ModelSpec, str]]:
+    """(spec, role) of every model the train stage fits: the baselines (fast, first), then the configured one."""
+    return [(spec, "baseline") for spec in cfg.baselines] + [(cfg.model, "model")]
+
+
+def train_model(
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    role: str,
+    train: Sequence[LabelledSentence],
+    dev: Sequence[LabelledSentence] | None,
+    callbacks: Sequence[EpochCallback] = (),
+) -> TrainedModel:
+    """Fit one model of the stage and save it as `cfg.output_dir/<name>`; curves only for the configured model."""
+    name = model_folder_name(spec, role)
+    console.print(f"[bold]train[/bold] {name} ({spec.kind}) on {len(train)} sentences")
+    started = time.perf_counter()
+    folder = fit_and_save(spec, train, dev, Path(cfg.output_dir) / name, callbacks if role == "model" else ())
+    return TrainedModel(name, spec.kind, role, folder, time.perf_counter() - started)
+
+
 def train_models(
     cfg: TrainConfig,
     train: Sequence[LabelledSentence],
@@ -66,13 +87,4 @@ def train_models(
     callbacks: Sequence[EpochCallback] = (),
 ) -> list[TrainedModel]:
     """Fit the baselines (fast, first) and then the configured model; every one saved under `cfg.output_dir`."""
-    jobs = [(spec, "baseline") for spec in cfg.baselines] + [(cfg.model, "model")]
-    trained: list[TrainedModel] = []
-    for spec, role in jobs:
-        name = model_folder_name(spec, role)
-        console.print(f"[bold]train[/bold] {name} ({spec.kind}) on {len(train)} sentences")
-        started = time.perf_counter()
-        folder = fit_and_save(spec, train, dev, Path(cfg.output_dir) / name, callbacks if role == "model" else ())
-        seconds = time.perf_counter() - started
-        trained.append(TrainedModel(name, spec.kind, role, folder, seconds))
-    return trained
+    return [train_model(cfg, spec, role, train, dev, callbacks) for spec, role in training_jobs(cfg)]

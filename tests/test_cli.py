@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,13 +77,18 @@ def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> Non
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].data.params["train.model.kind"] == "ensemble"
     evaluate = next(r for r in runs if r.data.tags.get("stage") == "evaluate")
-    assert 0.0 <= evaluate.data.metrics["commitment_macro_f1"] <= 1.0
+    assert 0.0 <= evaluate.data.metrics["model.commitment_macro_f1"] <= 1.0
     assert "baseline-tfidf.strategy_macro_f1" in evaluate.data.metrics
-    train = next(r for r in runs if r.data.tags.get("stage") == "train")
-    history = client.get_metric_history(train.info.run_id, "dev_commitment_macro_f1") or [
-        m for key in train.data.metrics for m in client.get_metric_history(train.info.run_id, key)
-    ]
-    assert history, "per-epoch metrics are logged"
+    assert "commitment_macro_f1" not in evaluate.data.metrics  # no unprefixed copy posing as a model
+    model_run = next(r for r in runs if r.data.tags.get("model") == "model")
+    history = client.get_metric_history(model_run.info.run_id, "member0.dev_commitment_macro_f1")
+    assert len(history) >= 2, "the BERT member's per-epoch curve is logged under the member's name"
+    assert "dev_commitment_macro_f1" not in model_run.data.metrics
+    # every metric of every run is logged once per step (no summary repeating a curve's last point at step 0)
+    for run in runs:
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), (run.data.tags.get("mlflow.runName"), key, steps)
 
     version = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     assert int(version.version) == 1
@@ -93,6 +99,11 @@ def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> Non
     assert {"heading", "body", "dateline"} <= set(labelled["role"])
     assert labelled["p_none"].between(0, 1).all()
     assert (labelled["model_version"].astype(str) == "1").all()
+    # every row points back into its document's own text (documents.jsonl), not a cleaned copy of it
+    texts = {d["id"]: d["text"] for d in documents}
+    for row in labelled.itertuples():
+        passage = texts[row.doc_id][row.start : row.end]
+        assert "".join(passage.split()).replace("\u00ad", "") == "".join(row.text.split()), (row.doc_id, row.index)
     assert (quickstart / "runs/quickstart/evaluation/comparison.md").is_file()
 
 
@@ -220,6 +231,33 @@ def test_every_subcommand_has_help(tmp_path: Path) -> None:
     for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run", "serve"):
         result = cli(tmp_path, command, "--help")
         assert result.returncode == 0 and "--config" in result.stdout, command
+
+
+def test_help_examples_of_set_work_on_the_shipped_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.config import load_config
+
+    monkeypatch.setenv("PIPELINE_SHARED_DIR", "/shared")  # gold.yaml interpolates it; nothing is read
+    monkeypatch.setenv("COLUMNS", "400")  # one help line per option, so the examples are not wrapped
+    examples = set()
+    for command in ("ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain", "run"):
+        help_text = CliRunner().invoke(app, [command, "--help"], terminal_width=400).output
+        examples |= set(re.findall(r"\b([a-z_]+(?:\.[a-z_0-9]+)+=[^\s,)]+)", help_text))
+    assert examples, "the --set help shows an example"
+    for config in ("configs/quickstart.yaml", "configs/gold.yaml"):
+        for example in examples:
+            load_config(ROOT / config, [example])  # raises ConfigError when the example does not fit
+
+
+def test_label_and_retrain_need_an_explicit_config(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")  # the quick start would be there to pick up
+    for command in ("label", "retrain"):
+        result = cli(tmp_path, command)
+        assert result.returncode == 2, command
+        assert "Missing option '--config'" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_annotation_round_trip_through_the_cli(tmp_path: Path) -> None:
