@@ -40,6 +40,7 @@ class ReviewInputs:
     labelled: Path
     champion: int
     challenger: int
+    root: Path
 
 
 def _build_store(root: Path) -> ReviewInputs:
@@ -71,19 +72,28 @@ def _build_store(root: Path) -> ReviewInputs:
     versions: dict[str, int] = {}
     with tracking.pipeline_run(config, run_name="review-fixture"):
         with tracking.stage_run(config, "train"):
-            # A real curve: dev scores of TF-IDF fitted on a growing number of training documents.
-            doc_ids = list(dict.fromkeys(s.doc_id for s in train))
-            for step, n_docs in enumerate(range(4, len(doc_ids) + 1, 3)):
-                subset = [s for s in train if s.doc_id in set(doc_ids[:n_docs])]
-                curve_model = TfidfModel(min_df=1, char_ngrams=(3, 4), tune_thresholds=False)
-                probs = curve_model.fit(subset).predict_proba(dev_texts)
-                metrics = evaluate_predictions(dev, probs, quick).metrics
-                tracking.log_epoch({f"dev_{k}": metrics[k] for k in ("commitment_macro_f1", "strategy_macro_f1")}, step)
             for name, model in models.items():
-                model.fit(train, dev)
-                model.save(root / "models" / name)
-                info = registry.log_sentence_model(root / "models" / name, name, config.segment)
-                versions[name] = registry.register(info.model_uri, REGISTERED)
+                # one run per model, as `pipeline run` logs them: settings, curve, scores, logged model
+                with tracking.model_run(name, {"kind": model.kind}, "model" if name == "tfidf" else "baseline"):
+                    if name == "tfidf":  # a real curve: dev scores of TF-IDF fitted on a growing number of documents
+                        doc_ids = list(dict.fromkeys(s.doc_id for s in train))
+                        for step, n_docs in enumerate(range(4, len(doc_ids) + 1, 3)):
+                            subset = [s for s in train if s.doc_id in set(doc_ids[:n_docs])]
+                            curve_model = TfidfModel(min_df=1, char_ngrams=(3, 4), tune_thresholds=False)
+                            probs = curve_model.fit(subset).predict_proba(dev_texts)
+                            metrics = evaluate_predictions(dev, probs, quick).metrics
+                            tracking.log_epoch(
+                                {f"dev_{k}": metrics[k] for k in ("commitment_macro_f1", "strategy_macro_f1")}, step
+                            )
+                    model.fit(train, dev)
+                    model.save(root / "models" / name)
+                    info = registry.log_sentence_model(root / "models" / name, name, config.segment)
+                    versions[name] = registry.register(info.model_uri, REGISTERED)
+                    report = evaluate_predictions(dev, model.predict_proba(dev_texts), config.evaluate, name)
+                    scores = tracking.headline(report.metrics)
+                    tracking.log_model_scores(scores, model_id=info.model_id)
+                    if name == "tfidf":  # the pipeline run's headline copy: not a model of its own
+                        tracking.log_pipeline_metrics(scores)
         with tracking.stage_run(config, "evaluate"):
             for name, model in models.items():
                 report = evaluate_predictions(dev, model.predict_proba(dev_texts), config.evaluate, name)
@@ -101,7 +111,7 @@ def _build_store(root: Path) -> ReviewInputs:
         show_progress=False,
     )
     assert result.labelled == 5 and result.rejected == 0
-    return ReviewInputs(uri, labelled, champion=versions["majority"], challenger=versions["tfidf"])
+    return ReviewInputs(uri, labelled, champion=versions["majority"], challenger=versions["tfidf"], root=root)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +154,15 @@ def _text_outputs(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(chunks)
 
 
+def _stderr(notebook: nbformat.NotebookNode) -> str:
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("name") == "stderr"
+    )
+
+
 def _image_outputs(notebook: nbformat.NotebookNode) -> int:
     return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
 
@@ -176,6 +195,36 @@ def test_experiment_review_notebook_runs(review_inputs):
     assert f"challenger: {REGISTERED} version {review_inputs.challenger}" in text
     # curves, model comparison, per-class comparison, and the logged confusion/calibration PNGs
     assert _image_outputs(notebook) >= 6
+    assert "system/" not in text  # MLflow's machine samples are not curves
+    assert not _stderr(notebook), _stderr(notebook)[:2000]  # no progress bars, no warnings
+
+    # the logged confusion matrices and reliability diagrams: each model's own, under its own name
+    from pipeline import review
+
+    client = mlflow.MlflowClient(review_inputs.tracking_uri)
+    runs = review.load_runs(EXPERIMENT, review_inputs.tracking_uri)
+    scores = review.model_scores(runs)
+    assert set(scores["model"]) == {"majority", "tfidf"}  # no run name posing as a model
+    evaluation = review.fetch_evaluation_run_ids(client, list(runs["run_id"]))[0]
+    images = review.fetch_evaluation_images(client, evaluation, review_inputs.root / "images")
+    by_model: dict[str, dict[str, bytes]] = {}
+    for png in images:
+        by_model.setdefault(png.parent.name, {})[png.name] = png.read_bytes()
+    assert set(by_model) == {"majority", "tfidf"}
+    for name in by_model["tfidf"]:
+        assert by_model["tfidf"][name] != by_model["majority"][name], name
+    shown = [
+        output["data"]["image/png"]
+        for cell in notebook.cells
+        if "fetch_evaluation_images" in cell.source
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(shown) == len(images) and len(set(shown)) == len(shown)  # the notebook shows distinct images
+
+    errors = review.fetch_confident_errors(client, evaluation, review_inputs.root / "errors", top=3)
+    assert list(errors.columns[:4]) == ["text", "gold", "predicted", "confidence"]
+    assert set(errors["model"]) == {"majority", "tfidf"}  # every model's errors, not only the surest model's
 
 
 @pytest.mark.slow

@@ -112,30 +112,34 @@ def _runs() -> pd.DataFrame:
     start = pd.Timestamp("2030-01-01", tz="UTC")
     return pd.DataFrame(
         {
-            "run_id": ["r1", "r2"],
-            "status": ["FINISHED", "FINISHED"],
-            "start_time": [start, start],
-            "end_time": [start + pd.Timedelta(seconds=30), start + pd.Timedelta(seconds=5)],
-            "tags.mlflow.runName": ["evaluate", "train"],
-            "tags.stage": ["evaluate", "train"],
-            "params.train.model.kind": [None, "tfidf"],
-            "metrics.tfidf.commitment_macro_f1": [0.6, None],
-            "metrics.tfidf.commitment_macro_f1_ci_low": [0.5, None],
-            "metrics.tfidf.commitment_macro_f1_ci_high": [0.7, None],
-            "metrics.majority.commitment_macro_f1": [0.1, None],
-            "metrics.tfidf.commitment_f1_support": [0.75, None],
-            "metrics.tfidf.strategy_f1_forsvara": [0.5, None],
-            "metrics.tfidf.strategy_precision_forsvara": [0.9, None],
-            "metrics.strategy_macro_f1": [None, 0.4],
-            "metrics.dev_loss": [None, 1.0],
+            "run_id": ["r1", "r2", "r3"],
+            "status": ["FINISHED", "FINISHED", "FINISHED"],
+            "start_time": [start, start, start],
+            "end_time": [start + pd.Timedelta(seconds=s) for s in (30, 5, 60)],
+            "tags.mlflow.runName": ["evaluate", "model", "pipeline:x"],
+            "tags.stage": ["evaluate", "train", None],
+            "tags.model": [None, "model", None],
+            "params.train.model.kind": [None, None, "tfidf"],
+            "params.kind": [None, "tfidf", None],
+            "metrics.tfidf.commitment_macro_f1": [0.6, None, None],
+            "metrics.tfidf.commitment_macro_f1_ci_low": [0.5, None, None],
+            "metrics.tfidf.commitment_macro_f1_ci_high": [0.7, None, None],
+            "metrics.majority.commitment_macro_f1": [0.1, None, None],
+            "metrics.tfidf.commitment_f1_support": [0.75, None, None],
+            "metrics.tfidf.strategy_f1_forsvara": [0.5, None, None],
+            "metrics.tfidf.strategy_precision_forsvara": [0.9, None, None],
+            "metrics.strategy_macro_f1": [None, 0.4, 0.4],  # the model's run and the pipeline run's copy
+            "metrics.strategy_macro_f1_ci_low": [None, 0.3, 0.3],
+            "metrics.strategy_macro_f1_ci_high": [None, 0.5, 0.5],
+            "metrics.dev_loss": [None, 1.0, None],
         }
     )
 
 
 def test_runs_table_keeps_key_params_and_prefixed_metrics():
     table = review.runs_table(_runs())
-    assert list(table["duration_s"]) == [30.0, 5.0]
-    assert table.loc[1, "train.model.kind"] == "tfidf"
+    assert list(table["duration_s"]) == [30.0, 5.0, 60.0]
+    assert table.loc[2, "train.model.kind"] == "tfidf"
     assert table.loc[0, "tfidf.commitment_macro_f1"] == 0.6
     assert "dev_loss" not in table.columns and "tfidf.commitment_macro_f1_ci_low" not in table.columns
 
@@ -144,12 +148,26 @@ def test_model_scores_and_per_class_scores_parse_metric_names():
     scores = review.model_scores(_runs()).set_index(["model", "metric"])
     assert scores.loc[("tfidf", "commitment_macro_f1"), "ci_low"] == 0.5
     assert scores.loc[("majority", "commitment_macro_f1"), "value"] == 0.1
-    assert scores.loc[("train", "strategy_macro_f1"), "value"] == 0.4  # unprefixed: named after its run
+    assert scores.loc[("model", "strategy_macro_f1"), "value"] == 0.4  # unprefixed: the model run's tag
+    # no run name posing as a model: neither the evaluate run nor the pipeline run's headline copy
+    assert set(scores.index.get_level_values("model")) == {"tfidf", "majority", "model"}
     per_class = review.per_class_scores(_runs())
     assert sorted(zip(per_class["head"], per_class["label"], per_class["value"], strict=True)) == [
         ("commitment", "support", 0.75),
         ("strategy", "forsvara", 0.5),
     ]
+
+
+def test_model_runs_table_is_one_row_per_model_with_settings_and_intervals():
+    table = review.model_runs_table(_runs())
+    assert list(table["model"]) == ["model"]
+    row = table.iloc[0]
+    assert row["kind"] == "tfidf"
+    assert (row["strategy_macro_f1_ci_low"], row["strategy_macro_f1"], row["strategy_macro_f1_ci_high"]) == (
+        0.3,
+        0.4,
+        0.5,
+    )
 
 
 def test_alias_versions_reads_the_aliases_column():

@@ -74,11 +74,20 @@ def test_training_against_a_real_server_is_fully_tracked(
         for d in train_run.inputs.dataset_inputs
     }
     assert contexts == {("train", "train"), ("dev", "dev")}
-    card = mlflow.artifacts.load_text(f"runs:/{train_run.info.run_id}/model_card/model.md")
+    # one run per trained model under the train stage: its settings, scores, card and logged model
+    model_runs = {
+        r.data.tags["model"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == train_run.info.run_id
+    }
+    assert set(model_runs) == {"model", "baseline-majority"}
+    model_run = model_runs["model"]
+    assert model_run.data.params["kind"] == "tfidf"
+    assert model_run.data.metrics["commitment_macro_f1_ci_low"] <= model_run.data.metrics["commitment_macro_f1"]
+    card = mlflow.artifacts.load_text(f"runs:/{model_run.info.run_id}/model_card/model.md")
     assert "commitment_macro_f1" in card and "Known limits" in card
     version = registry.get_alias_version("ct-test-labeller", registry.CHALLENGER)
     assert version is not None
-    assert client.get_model_version("ct-test-labeller", str(version)).run_id == train_run.info.run_id
+    registered = client.get_model_version("ct-test-labeller", str(version))
+    assert registered.run_id == model_run.info.run_id and registered.description == card
     assert registry.get_alias_version("ct-test-labeller", registry.CHAMPION) is None  # only the gate sets it
 
     # evaluate: metrics per model, files, classification report, the errors table
