@@ -205,6 +205,24 @@ def serve(
 
 
 @app.command()
+def report(
+    labelled: Annotated[Path, typer.Argument(help="A `label` output: labelled sentences (.parquet/.jsonl/.csv).")],
+    output: Annotated[Path | None, typer.Option(help="HTML file (default: <labelled>.report.html beside it).")] = None,
+) -> None:
+    """Write one self-contained HTML report of a labelled batch: which answers announce money or promise an
+    inquiry (with the sentences and their offsets), commitment types by strategy dimension per minister and
+    per answer, commitments over time, and the least confident sentences to check first."""
+    from pipeline.report import write_report
+
+    try:
+        path = write_report(labelled, output)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    err.print(f"wrote {path}")
+
+
+@app.command()
 def retrain(
     config: RequiredConfigOption,
     set_: SetOption = None,

@@ -384,8 +384,12 @@ def answer_facts(sentences: pd.DataFrame, summary: pd.DataFrame | None = None) -
                 continue
             row = by_doc.loc[doc_id]
             metadata = _metadata(row.get("metadata"))
-            facts.at[i, "title"] = _first(row.get("title"), metadata.get("title"))
             answer = metadata.get("answer") if isinstance(metadata.get("answer"), dict) else {}
+            questions = [q.get("title") for q in answer.get("questions") or [] if isinstance(q, dict)]
+            question_title = "; ".join(t for t in questions if t) or None
+            facts.at[i, "title"] = _first(
+                row.get("title"), metadata.get("title"), row.get("question_title"), question_title
+            )
             minister = metadata.get("minister") or answer.get("minister")
             facts.at[i, "minister"] = _first(minister, facts.at[i, "minister"])
             facts.at[i, "date"] = _first(row.get("date"), metadata.get("date"), facts.at[i, "date"])
@@ -444,6 +448,137 @@ def label_counts(sentences: pd.DataFrame, facts: pd.DataFrame, by: str = "doc_id
         out[label] = (frame["commitment"] == label).groupby(keys).sum()
     out.index.name = by
     return out.astype(int)
+
+
+# --- what researchers ask first: money, inquiries, by strategy, by minister, over time ----------------------
+
+# Commitment types that answer "which answers announce money / only promise an inquiry".
+ANNOUNCEMENTS: tuple[str, ...] = ("funding", "pending_proposal")
+
+
+def _with_facts(sentences: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    columns = [c for c in facts.columns if c == "doc_id" or c not in sentences.columns]
+    return sentences.merge(facts[columns], on="doc_id", how="left")
+
+
+def commitment_by_strategy(sentences: pd.DataFrame, facts: pd.DataFrame, by: str = "doc_id") -> pd.DataFrame:
+    """Counts and shares of commitment types within each strategy dimension, per `by` (doc_id or minister).
+
+    Long table: `by`, strategy (a sentence counts once per dimension it has; `(none)` when it has none),
+    commitment, sentences, share (of that group's sentences in that dimension).
+    """
+    frame = _with_facts(sentences, facts)
+    if by not in frame.columns:
+        raise ValueError(f"cannot group by {by!r}; choose doc_id or one of {list(facts.columns)}")
+    frame = frame.assign(strategy=frame["strategy"].map(lambda labels: list(labels) or ["(none)"]))
+    exploded = frame.explode("strategy")
+    exploded[by] = exploded[by].astype("string").fillna("(unknown)")
+    counts = exploded.groupby([by, "strategy", "commitment"]).size().rename("sentences").reset_index()
+    totals = counts.groupby([by, "strategy"])["sentences"].transform("sum")
+    counts["share"] = counts["sentences"] / totals
+    order = {label: i for i, label in enumerate((*STRATEGY_LABELS, "(none)"))}
+    kinds = {label: i for i, label in enumerate(COMMITMENT_LABELS)}
+    counts = counts.sort_values(
+        [by, "strategy", "commitment"],
+        key=lambda c: c.map(order) if c.name == "strategy" else (c.map(kinds) if c.name == "commitment" else c),
+    )
+    return counts.reset_index(drop=True)
+
+
+def commitment_by_strategy_wide(long: pd.DataFrame, by: str = "doc_id") -> pd.DataFrame:
+    """`commitment_by_strategy` as one row per (group, strategy dimension): `sentences`, then one column per
+    commitment type reading `n (share%)`."""
+    if long.empty:
+        return pd.DataFrame()
+    cells = long.assign(cell=[f"{n} ({share:.0%})" for n, share in zip(long["sentences"], long["share"], strict=True)])
+    wide = cells.pivot_table(index=[by, "strategy"], columns="commitment", values="cell", aggfunc="first")
+    wide = wide.reindex(columns=[c for c in COMMITMENT_LABELS if c in wide.columns]).fillna("")
+    wide.insert(0, "sentences", long.groupby([by, "strategy"])["sentences"].sum())
+    order = {label: i for i, label in enumerate((*STRATEGY_LABELS, "(none)"))}
+    wide = wide.sort_index(level=[0, 1], key=lambda c: c.map(order) if c.name == "strategy" else c)
+    wide.columns.name = None
+    return wide
+
+
+def announcements(sentences: pd.DataFrame, facts: pd.DataFrame, kinds: Sequence[str] = ANNOUNCEMENTS) -> pd.DataFrame:
+    """The sentences that announce money or promise an inquiry, surest first, each pointing back to its text.
+
+    Columns: commitment, confidence (the model's probability of that type), text, strategy, doc_id, start,
+    end (offsets into the document text), title, minister, date.
+    """
+    frame = _with_facts(sentences, facts)
+    frame = frame[frame["commitment"].isin(kinds)].copy()
+    frame["confidence"] = [float(row[f"p_{row['commitment']}"]) for _, row in frame.iterrows()]
+    frame["strategy"] = frame["strategy"].map(lambda labels: ", ".join(labels))
+    columns = ["commitment", "confidence", "text", "strategy", "doc_id", "start", "end", "title", "minister", "date"]
+    frame = frame.sort_values(["commitment", "confidence"], ascending=[True, False], kind="stable")
+    return frame[[c for c in columns if c in frame.columns]].reset_index(drop=True)
+
+
+def answers_announcing(
+    sentences: pd.DataFrame, facts: pd.DataFrame, kinds: Sequence[str] = ANNOUNCEMENTS
+) -> pd.DataFrame:
+    """Per answer: title, minister, date and how many sentences of each announcing type it has (any > 0)."""
+    frame = _with_facts(sentences, facts)
+    counts = pd.crosstab(frame["doc_id"], frame["commitment"]).reindex(columns=list(kinds), fill_value=0)
+    table = (
+        facts.set_index("doc_id")[["title", "minister", "date"]].join(counts, how="left").fillna({k: 0 for k in kinds})
+    )
+    for kind in kinds:
+        table[kind] = table[kind].astype(int)
+    table = table[(table[list(kinds)] > 0).any(axis=1)]
+    return table.sort_values(list(kinds), ascending=False).reset_index()
+
+
+def commitments_over_time(sentences: pd.DataFrame, facts: pd.DataFrame, period: str = "year") -> pd.DataFrame:
+    """Sentences per commitment type (not `none`) per period (`year` or `month`) of the answers' dates."""
+    frame = _with_facts(sentences, facts)
+    dates = pd.to_datetime(frame["date"], errors="coerce")
+    if period == "month":
+        keys = dates.dt.strftime("%Y-%m")
+    elif period == "year":
+        keys = dates.dt.year.astype("Int64").astype("string")
+    else:
+        raise ValueError(f"period must be 'year' or 'month', not {period!r}")
+    keys = keys.fillna("(undated)")
+    kinds = [k for k in COMMITMENT_LABELS if k != "none"]
+    table = pd.crosstab(keys, frame["commitment"]).reindex(columns=kinds, fill_value=0)
+    table.index.name = period
+    return table.sort_index()
+
+
+def plot_commitment_shares(long: pd.DataFrame, by: str, title: str) -> Figure:
+    """Per group, stacked shares of commitment types in each strategy dimension (one panel per dimension)."""
+    import matplotlib.pyplot as plt
+
+    strategies = [s for s in (*STRATEGY_LABELS, "(none)") if s in set(long["strategy"])]
+    groups = sorted(long[by].unique())
+    figure, axes = plt.subplots(
+        1, len(strategies), figsize=(4.2 * len(strategies), 0.45 * len(groups) + 2.6), sharey=True, squeeze=False
+    )
+    for ax, strategy in zip(axes.flat, strategies, strict=True):
+        table = long[long["strategy"] == strategy].pivot_table(index=by, columns="commitment", values="share")
+        table = table.reindex(index=groups, columns=list(COMMITMENT_LABELS)).fillna(0)
+        table.plot.barh(ax=ax, stacked=True, legend=False, xlim=(0, 1), title=strategy, width=0.8)
+        ax.set_xlabel("share of the dimension's sentences")
+        ax.set_ylabel("")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    return figure
+
+
+def plot_over_time(table: pd.DataFrame, title: str) -> Figure:
+    """Stacked bars of commitment types per period (`commitments_over_time`), legend below."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(max(6, 0.8 * len(table) + 3), 4))
+    table.plot.bar(ax=ax, stacked=True, rot=0, legend=False, title=title)
+    ax.set_ylabel("sentences")
+    _legend_below(ax, columns=len(table.columns))
+    figure.tight_layout()
+    return figure
 
 
 def sentence_confidence(sentences: pd.DataFrame) -> pd.DataFrame:

@@ -233,10 +233,17 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
     )
     tracking.set_tags({"label.model_name": info.name, "label.model_version": info.version})
     tracking.log_file(result.summary, "labelling")
+    outputs = {"labelled": str(result.output), "summary": str(result.summary)}
+    if result.sentences:  # the researcher's view of the batch, readable from the run's Artifacts tab
+        from pipeline.report import write_report
+
+        report = write_report(Path(result.output))
+        tracking.log_file(report, "labelling")
+        outputs["report"] = str(report)
     return StageOutcome(
         "label",
         result.exit_code,
-        {"labelled": str(result.output), "summary": str(result.summary)},
+        outputs,
         f"{result.sentences} sentences from {result.labelled} documents -> {result.output}"
         + (f"; {result.rejected} rejected" if result.rejected else ""),
     )

@@ -237,3 +237,10 @@ def test_labelled_answers_notebook_runs(review_inputs):
     assert "2025" in text and "2017" in text
     assert "weakest_head" in text  # the review list
     assert _image_outputs(notebook) >= 3
+    assert not _stderr(notebook), _stderr(notebook)[:2000]
+    # which answers announce money: the funding sentences themselves, as the report shows them
+    import pandas as pd
+
+    labelled = pd.read_parquet(review_inputs.labelled)
+    for sentence in labelled.loc[labelled["commitment"] == "funding", "text"]:
+        assert sentence[:60] in text
