@@ -195,7 +195,7 @@ def decide(probs: HeadProbabilities) -> Decisions:
 LABELLED_ROW: tuple[tuple[str, type], ...] = (
     ("doc_id", str),
     ("index", int),
-    ("start", int),  # offsets into the cleaned document text (for bare sentences: 0 and len(text))
+    ("start", int),  # offsets into the original document text (for bare sentences: 0 and len(text))
     ("end", int),
     ("role", str),
     ("text", str),
