@@ -173,8 +173,9 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def config_params(config: PipelineConfig) -> dict[str, str]:
-    """The resolved config as flat `section.key` params, long values cut to `MAX_PARAM_CHARS`."""
-    return {key: _cut(value) for key, value in config.flat().items()}
+    """The resolved config as flat `section.key` params, long values cut to `MAX_PARAM_CHARS`; a list of
+    sections by index, as `--set` takes it (`train.model.members.0.learning_rate`), not one cut repr."""
+    return {key: _cut(value) for key, value in _flatten(config.model_dump(mode="json")).items()}
 
 
 def dataset_tags(config: PipelineConfig) -> dict[str, str]:
@@ -263,6 +264,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
         out: dict[str, str] = {}
         for key, item in value.items():
             out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}.{i}"))
         return out
     return {prefix: str(value)}
 

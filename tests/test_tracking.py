@@ -139,10 +139,17 @@ def test_local_store_folders_and_experiment_artifact_location(tmp_path: Path, mo
 
 
 def test_params_are_flat_and_cut() -> None:
-    config = PipelineConfig.model_validate({"data": {"train": [f"data/{'x' * 40}-{i}.jsonl" for i in range(20)]}})
+    config = PipelineConfig.model_validate(
+        {
+            "data": {"train": [f"data/{'x' * 40}-{i}.jsonl" for i in range(20)]},
+            "label": {"input": f"inbox/{'y' * 600}.jsonl"},
+        }
+    )
     params = tracking.config_params(config)
     assert params["train.model.kind"] == "bert"
-    assert len(params["data.train"]) == tracking.MAX_PARAM_CHARS and params["data.train"].endswith("…")
+    # a list of sections by index, as --set takes it, not one repr cut at MAX_PARAM_CHARS
+    assert params["data.train.19.path"] == f"data/{'x' * 40}-19.jsonl" and "data.train" not in params
+    assert len(params["label.input"]) == tracking.MAX_PARAM_CHARS and params["label.input"].endswith("…")
 
 
 def test_redact_hides_credentials() -> None:
