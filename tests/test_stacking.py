@@ -16,6 +16,7 @@ from pipeline.labelled_data import in_document_order, sentence_texts
 from pipeline.metrics import calibration_bins, expected_calibration_error
 from pipeline.models import load_model
 from pipeline.models.ensemble import EnsembleModel
+from pipeline.models.factory import build_model
 from pipeline.models.stacking import Stacker, _sigmoid, fit_stacker, fit_temperature
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities
 from pipeline.train import fit_and_save
@@ -90,3 +91,17 @@ def test_the_stacked_ensemble_learns_the_cues_and_reloads(tmp_path: Path) -> Non
     np.testing.assert_allclose(again.predict_proba(inputs).commitment, predicted.commitment)
     accuracy = np.mean([p == s.commitment for p, s in zip(predicted.commitment_labels(), ordered, strict=True)])
     assert accuracy > 0.9
+
+
+def test_cheap_members_learn_from_every_training_document_once_the_stacker_is_learned() -> None:
+    tfidf = TfidfSpec(min_df=1, tune_thresholds=False)
+    model = EnsembleModel.from_spec(EnsembleSpec(members=[tfidf, KeywordSpec()], refit=["tfidf"])).fit(TRAIN)
+    alone = build_model(tfidf).fit(TRAIN)
+    inputs = sentence_texts(in_document_order(DEV))
+    np.testing.assert_allclose(
+        model.members[0].predict_proba(inputs).commitment, alone.predict_proba(inputs).commitment
+    )
+    held = EnsembleModel.from_spec(EnsembleSpec(members=[tfidf, KeywordSpec()], refit=[])).fit(TRAIN)
+    assert (
+        np.abs(held.members[0].predict_proba(inputs).commitment - alone.predict_proba(inputs).commitment).max() > 1e-6
+    )

@@ -76,6 +76,8 @@ class EnsembleModel:
         selection_fraction: float = 0.2,
         stacker_C: float = 1.0,
         seed: int = 13,
+        stacker_balanced: bool = True,
+        refit: Sequence[str] = (),
     ) -> None:
         combiner = combiner or ("weights" if weights is not None else "stacker")
         if combiner == "weights":
@@ -94,6 +96,8 @@ class EnsembleModel:
         self.tune_thresholds = tune_thresholds
         self.selection_fraction = selection_fraction
         self.stacker_C = stacker_C
+        self.stacker_balanced = stacker_balanced
+        self.refit = tuple(refit)
         self.seed = seed
         self.stacker_: Stacker | None = None
 
@@ -107,6 +111,8 @@ class EnsembleModel:
             spec.selection_fraction,
             spec.stacker_C,
             spec.seed,
+            spec.stacker_balanced,
+            spec.refit,
         )
 
     # the protocol
@@ -120,11 +126,14 @@ class EnsembleModel:
     ) -> Self:
         """Fit the members on the training documents outside the selection slice, then the combiner on it.
 
-        `dev`, when given, is used as the selection slice instead (members then fit on all of `train`).
+        Members whose kind is in `refit` are then fitted again on all of `train` (the combination was learned
+        from their held-out outputs, as scikit-learn's stacking does). `dev`, when given, is used as the
+        selection slice instead (members then fit on all of `train`).
         Members that train in epochs report to `callbacks` under `member<i>.`-prefixed metric names.
         """
         if not train:
             raise ValueError("EnsembleModel.fit: no training sentences")
+        held_out = not dev
         if dev:
             fit_part, selection = list(train), in_document_order(dev)
         else:
@@ -133,25 +142,40 @@ class EnsembleModel:
         for i, member in enumerate(self.members):
             member.fit(fit_part, selection, callbacks=[_prefixed(callback, f"member{i}.") for callback in callbacks])
         members_on_slice = self.member_probabilities(sentence_texts(selection))
+        self._learn_combination(selection, members_on_slice)
+        if held_out:  # the combination is learned: cheap members now learn from every training document
+            for member in self.members:
+                if member.kind in self.refit:
+                    member.fit(train)
+        return self
+
+    def _learn_combination(
+        self, selection: Sequence[LabelledSentence], members_on_slice: list[HeadProbabilities]
+    ) -> None:
         gold_strategy = strategy_matrix([s.strategy for s in selection])
         if self.combiner == "stacker":
             gold_commitment = commitment_indices([s.commitment for s in selection])
             groups = [s.doc_id for s in selection]
             self.stacker_ = fit_stacker(
-                members_on_slice, gold_commitment, gold_strategy, groups, C=self.stacker_C, seed=self.seed
+                members_on_slice,
+                gold_commitment,
+                gold_strategy,
+                groups,
+                C=self.stacker_C,
+                seed=self.seed,
+                balanced=self.stacker_balanced,
             )
             self.strategy_thresholds_ = self.stacker_.strategy_thresholds.copy()
             if not self.tune_thresholds:
                 self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
                 self.stacker_.strategy_thresholds = self.strategy_thresholds_.copy()
-            return self
+            return
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if self.tune_thresholds:
             from pipeline.metrics import tune_thresholds
 
             mixed = self._combine(members_on_slice)
             self.strategy_thresholds_ = tune_thresholds(mixed.strategy, gold_strategy)
-        return self
 
     def _mean_member_thresholds(self) -> np.ndarray:
         assert self.weights is not None
@@ -223,6 +247,7 @@ class EnsembleModel:
             stacker=None if self.stacker_ is None else self.stacker_.to_json(),
             tune_thresholds=self.tune_thresholds,
             selection_fraction=self.selection_fraction,
+            refit=list(self.refit),
             strategy_thresholds=self.strategy_thresholds_.tolist(),
         )
 

@@ -111,9 +111,12 @@ class Stacker:
         )
 
 
-def _fit_linear(features: np.ndarray, commitment: np.ndarray, strategy: np.ndarray, C: float) -> Stacker:
+def _fit_linear(
+    features: np.ndarray, commitment: np.ndarray, strategy: np.ndarray, C: float, balanced: bool
+) -> Stacker:
     from sklearn.linear_model import LogisticRegression
 
+    class_weight = "balanced" if balanced else None
     n_features = features.shape[1]
     c_coef = np.zeros((len(COMMITMENT_LABELS), n_features))
     c_intercept = np.full(len(COMMITMENT_LABELS), -1e3)  # a type never seen on the slice is never predicted
@@ -121,7 +124,7 @@ def _fit_linear(features: np.ndarray, commitment: np.ndarray, strategy: np.ndarr
     if len(present) == 1:
         c_intercept[present[0]] = 0.0
     else:
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, commitment)
+        model = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000).fit(features, commitment)
         rows = model.coef_ if len(present) > 2 else np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
         intercepts = model.intercept_ if len(present) > 2 else np.array([-1, 1]) * model.intercept_[0] / 2
         c_coef[model.classes_] = rows
@@ -133,7 +136,7 @@ def _fit_linear(features: np.ndarray, commitment: np.ndarray, strategy: np.ndarr
         if column.min() == column.max():
             s_intercept[j] = 10.0 if column[0] else -10.0
             continue
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, column)
+        model = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000).fit(features, column)
         s_coef[j], s_intercept[j] = model.coef_[0], model.intercept_[0]
     return Stacker(c_coef, c_intercept, s_coef, s_intercept)
 
@@ -146,6 +149,7 @@ def fit_stacker(
     C: float = 1.0,
     folds: int = 5,
     seed: int = 13,
+    balanced: bool = True,
 ) -> Stacker:
     """Fit on the held-out slice; thresholds and temperatures come from document-grouped out-of-fold outputs."""
     from sklearn.model_selection import GroupKFold
@@ -159,9 +163,9 @@ def fit_stacker(
     if n_folds >= 2:
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         for fit_idx, held_idx in splitter.split(features, groups=list(groups)):
-            fold = _fit_linear(features[fit_idx], commitment[fit_idx], strategy[fit_idx], C)
+            fold = _fit_linear(features[fit_idx], commitment[fit_idx], strategy[fit_idx], C, balanced)
             c_logits[held_idx], s_logits[held_idx] = fold.logits(features[held_idx])
-    stacker = _fit_linear(features, commitment, strategy, C)
+    stacker = _fit_linear(features, commitment, strategy, C, balanced)
     if n_folds >= 2:
         stacker.commitment_temperature = fit_temperature(c_logits, commitment, multiclass=True)
         stacker.strategy_temperature = fit_temperature(s_logits, strategy, multiclass=False)
