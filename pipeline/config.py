@@ -203,13 +203,14 @@ class EnsembleSpec(Section):
     Nothing is chosen on the reported dev set. `fit` holds out `selection_fraction` of the training documents,
     fits the members on the rest (a member that trains in epochs picks its epoch on the held-out slice), and
     learns on the slice either a stacker (logistic regression on the members' probabilities, with temperature
-    and strategy thresholds from its out-of-fold outputs) or, with fixed `weights`, only the strategy
-    thresholds of the weighted mean.
+    and strategy thresholds from its out-of-fold outputs), or mixing weights (`learned_weights`: the grid
+    point with the best commitment macro-F1, the gate's metric) and the strategy thresholds of the mix, or,
+    with fixed `weights`, only those thresholds. Cheap members (`refit`) then learn from every document.
     """
 
     kind: Literal["ensemble"] = "ensemble"
     members: list[MemberSpec] = Field(min_length=2)
-    combiner: Literal["stacker", "weights"] = "stacker"
+    combiner: Literal["stacker", "learned_weights", "weights"] = "stacker"
     weights: list[float] | None = None  # combiner `weights`: one per member, normalised to sum to 1
     selection_fraction: float = Field(0.2, gt=0, lt=1)  # share of training documents the combiner learns on
     stacker_C: float = Field(1.0, gt=0)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from micro_bert import constructed_labelled
 
 from pipeline.config import EnsembleSpec, KeywordSpec, TfidfSpec
@@ -17,7 +18,7 @@ from pipeline.metrics import calibration_bins, expected_calibration_error
 from pipeline.models import load_model
 from pipeline.models.ensemble import EnsembleModel
 from pipeline.models.factory import build_model
-from pipeline.models.stacking import Stacker, _sigmoid, fit_stacker, fit_temperature
+from pipeline.models.stacking import Stacker, _sigmoid, fit_stacker, fit_temperature, learn_weights, weight_grid
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities
 from pipeline.train import fit_and_save
 
@@ -105,3 +106,23 @@ def test_cheap_members_learn_from_every_training_document_once_the_stacker_is_le
     assert (
         np.abs(held.members[0].predict_proba(inputs).commitment - alone.predict_proba(inputs).commitment).max() > 1e-6
     )
+
+
+def test_learned_weights_favour_the_informative_member_and_reload(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 500
+    commitment = rng.integers(0, len(COMMITMENT_LABELS), n)
+    strategy = (rng.random((n, len(STRATEGY_LABELS))) < 0.3).astype(int)
+    members = [_member(rng, commitment, strategy, 0.2), _member(rng, commitment, strategy, 3.0)]
+    weights = learn_weights(members, commitment)
+    assert weights.sum() == pytest.approx(1.0) and weights[1] > weights[0]
+    assert len(weight_grid(3)) == 66  # 0.1 steps on the simplex of three members
+
+    spec = EnsembleSpec(members=[TfidfSpec(min_df=1, tune_thresholds=False), KeywordSpec()], combiner="learned_weights")
+    model = EnsembleModel.from_spec(spec).fit(TRAIN)
+    assert model.weights is not None and model.weights.sum() == pytest.approx(1.0)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    inputs = sentence_texts(in_document_order(DEV))
+    np.testing.assert_allclose(again.predict_proba(inputs).commitment, model.predict_proba(inputs).commitment)
+    np.testing.assert_array_equal(again.weights, model.weights)

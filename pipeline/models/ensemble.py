@@ -25,7 +25,7 @@ from pipeline.models.base import (
     read_model_json,
     write_model_json,
 )
-from pipeline.models.stacking import Stacker, fit_stacker
+from pipeline.models.stacking import Stacker, fit_stacker, learn_weights
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -58,7 +58,7 @@ def mix_probabilities(
 
 
 class EnsembleModel:
-    """Members fitted on the same data, combined by a stacker or by fixed weights (see `EnsembleSpec`).
+    """Members fitted on the same data, combined by a stacker, learned weights or fixed weights (`EnsembleSpec`).
 
     Both combiners learn only from training documents: `fit` holds out `selection_fraction` of them (or
     takes the `dev` it is given as that slice), fits the members on the rest, and learns the combination on
@@ -87,10 +87,13 @@ class EnsembleModel:
             if not np.all(np.isfinite(weights_array) & (weights_array > 0)):
                 raise ValueError(f"EnsembleModel: every weight must be > 0 (got {list(weights)})")
             self.weights: np.ndarray | None = weights_array / weights_array.sum()
-        elif combiner == "stacker":
-            self.weights = None
+        elif combiner in ("stacker", "learned_weights"):
+            # learned in `fit` (learned weights come back here from a saved model)
+            self.weights = None if weights is None else np.asarray(weights, dtype=float)
         else:
-            raise ValueError(f"EnsembleModel: unknown combiner {combiner!r}; expected 'stacker' or 'weights'")
+            raise ValueError(
+                f"EnsembleModel: unknown combiner {combiner!r}; expected 'stacker', 'learned_weights' or 'weights'"
+            )
         self.members = list(members)
         self.combiner = combiner
         self.tune_thresholds = tune_thresholds
@@ -170,6 +173,9 @@ class EnsembleModel:
                 self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
                 self.stacker_.strategy_thresholds = self.strategy_thresholds_.copy()
             return
+        if self.combiner == "learned_weights":
+            gold_commitment = commitment_indices([s.commitment for s in selection])
+            self.weights = learn_weights(members_on_slice, gold_commitment)
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if self.tune_thresholds:
             from pipeline.metrics import tune_thresholds

@@ -171,3 +171,36 @@ def fit_stacker(
         stacker.strategy_temperature = fit_temperature(s_logits, strategy, multiclass=False)
         stacker.strategy_thresholds = tune_thresholds(_sigmoid(s_logits / stacker.strategy_temperature), strategy)
     return stacker
+
+
+def weight_grid(members: int, step: float = 0.1) -> np.ndarray:
+    """Every weight vector on the simplex in `step`s ((k, members), rows sum to 1)."""
+    units = round(1 / step)
+
+    def compositions(total: int, parts: int) -> list[list[int]]:
+        if parts == 1:
+            return [[total]]
+        return [[first, *rest] for first in range(total + 1) for rest in compositions(total - first, parts - 1)]
+
+    return np.array(compositions(units, members), dtype=float) / units
+
+
+def learn_weights(
+    member_probabilities: Sequence[HeadProbabilities], commitment: np.ndarray, step: float = 0.1
+) -> np.ndarray:
+    """The mixing weights (a grid of `step`) with the best commitment macro-F1 on held-out sentences.
+
+    Commitment macro-F1 is the retrain gate's metric; strategy is then served by thresholds tuned for the mix.
+    Ties go to the weights closest to an equal mix.
+    """
+    from sklearn.metrics import f1_score
+
+    grid = weight_grid(len(member_probabilities), step)
+    stacked = np.stack([p.commitment for p in member_probabilities])  # (members, n, classes)
+    labels = list(range(len(COMMITMENT_LABELS)))
+    mixed = [np.tensordot(w, stacked, axes=1).argmax(1) for w in grid]
+    scores = [f1_score(commitment, m, labels=labels, average="macro", zero_division=0) for m in mixed]
+    equal = np.full(len(member_probabilities), 1 / len(member_probabilities))
+    best = max(scores)
+    tied = [w for w, score in zip(grid, scores, strict=True) if score >= best - 1e-12]
+    return min(tied, key=lambda w: float(np.abs(w - equal).sum()))
