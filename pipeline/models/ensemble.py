@@ -60,7 +60,7 @@ def mix_probabilities(
 class EnsembleModel:
     """Members fitted on the same data, combined by a stacker, learned weights or fixed weights (`EnsembleSpec`).
 
-    Both combiners learn only from training documents: `fit` holds out `selection_fraction` of them (or
+    Every combiner learns only from training documents: `fit` holds out `selection_fraction` of them (or
     takes the `dev` it is given as that slice), fits the members on the rest, and learns the combination on
     the slice. The stages never pass the reported dev set here.
     """
