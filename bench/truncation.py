@@ -66,7 +66,7 @@ def main() -> None:
         old_kept = [sum(1 for q in old.sequence_ids(i) if q == 0) for i in range(len(inputs))]
         encoded = encode_sentences(tokenizer, inputs, True, args.max_length)
         new_kept = [sum(e.sentence_mask) for e in encoded]
-        windows = sentence_windows(tokenizer, inputs, encoded, args.max_length)
+        windows = sentence_windows(encoded)
         window_rows += len(windows.rows)
         window_cut += sum(_read(windows, i, len(ids)) != ids for i, ids in enumerate(own_ids))
         old_flags = [k < n for k, n in zip(old_kept, own, strict=True)]

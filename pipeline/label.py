@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from pipeline.labelling import (
 )
 from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel, load_model
 from pipeline.schema import Document, Sentence
+from pipeline.timing import StageClock, phase
 
 __all__ = [
     "REJECTED",
@@ -64,6 +65,9 @@ EXIT_SOME_REJECTED = 3
 _MANIFEST = "manifest.json"
 _CHUNK_CARD = "chunk.json"
 _FORMAT_VERSION = 1
+# Rows per Parquet row group in the final sentence and summary files: chunks are joined into groups this large
+# (a reader scans a few large groups, not one small group per chunk; columns compress better).
+ROW_GROUP_ROWS = 128 * 1024
 
 # --- results and identities ---------------------------------------------------------------------------
 
@@ -83,6 +87,8 @@ class LabelResult:
     resumed_chunks: int = 0  # chunks found committed by an earlier, interrupted run
     quantization_disagreement: float | None = None  # measured on the check sample when quantizing
     precision: str = "float32"  # what the model ran in: float32, int8 or bf16 (see SentenceModel.precisions)
+    # where the time went, in seconds: read, segment, tokenise, infer, rows, write, other, total (pipeline.timing)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -246,7 +252,11 @@ class _SentenceGroups:
 
 def _chunks(documents: Iterable[object], size: int) -> Iterator[list[object]]:
     iterator = iter(documents)
-    while chunk := list(itertools.islice(iterator, size)):
+    while True:
+        with phase("read"):
+            chunk = list(itertools.islice(iterator, size))
+        if not chunk:
+            return
         yield chunk
 
 
@@ -274,8 +284,36 @@ def label_documents(
     (in document order): they are labelled as they are instead of segmenting each document again.
     Rerun with the same arguments after an interruption to resume. Raises `LabelRunMismatch` when a partial
     run with other arguments is on disk, and `QuantizationOutOfTolerance` when int8 is asked for but changes
-    too many labels.
+    too many labels. `LabelResult.timings` says where the time went (read, segment, tokenise, infer, rows,
+    write).
     """
+    clock = StageClock()
+    with clock.measuring():
+        result = _label_documents(
+            cfg,
+            model,
+            model_info,
+            documents,
+            segment_cfg,
+            total_documents=total_documents,
+            show_progress=show_progress,
+            sentences=sentences,
+        )
+    return replace(result, timings=clock.report())
+
+
+def _label_documents(
+    cfg: LabelConfig,
+    model: SentenceModel,
+    model_info: ModelInfo,
+    documents: Iterable[Document | Any],
+    segment_cfg: SegmentConfig,
+    *,
+    total_documents: int | None = None,
+    show_progress: bool = True,
+    sentences: Iterable[Sentence] | None = None,
+) -> LabelResult:
+    """The run `label_documents` describes (and times)."""
     if cfg.chunk_documents < 1:
         raise ValueError(f"label.chunk_documents must be at least 1, got {cfg.chunk_documents}")
     paths = LabelPaths.for_config(cfg)
@@ -297,7 +335,8 @@ def label_documents(
         labelled_sentences, labelling_seconds = 0, 0.0
         for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
             n_chunks = k + 1
-            digest = _chunk_digest(items)
+            with phase("read"):
+                digest = _chunk_digest(items)
             done = _chunk_dir(partial, k)
             if done.is_dir():
                 card = json.loads((done / _CHUNK_CARD).read_text(encoding="utf-8"))
@@ -321,7 +360,8 @@ def label_documents(
                     seen_ids=seen_ids,
                     segmented=segmented.take(ids),
                 )
-                card = _commit_chunk(partial, k, tables, digest)
+                with phase("write"):
+                    card = _commit_chunk(partial, k, tables, digest)
                 labelled_sentences += card["sentences"]
                 labelling_seconds += time.perf_counter() - started
             for key in totals:
@@ -336,8 +376,9 @@ def label_documents(
             f"{partial}: the interrupted run had more input than this one ({extra.name} is committed but the "
             f"input ended after {n_chunks} chunk(s)); delete {partial} to start over"
         )
-    _finish(partial, n_chunks, paths)
-    shutil.rmtree(partial)
+    with phase("write"):
+        _finish(partial, n_chunks, paths)
+        shutil.rmtree(partial)
     inference = model.inference_report()
     return LabelResult(
         **totals,
@@ -392,8 +433,18 @@ def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) ->
 def _write_parts(parts: Sequence[Path], schema: pa.Schema, tmp: Path, suffix: str) -> None:
     if suffix == ".parquet":
         with pq.ParquetWriter(tmp, schema) as writer:
+            pending: list[pa.Table] = []
+            rows = 0
             for part in parts:
-                writer.write_table(pq.read_table(part, schema=schema))
+                table = pq.read_table(part, schema=schema)
+                pending.append(table)
+                rows += table.num_rows
+                while rows >= ROW_GROUP_ROWS:  # full row groups out, the rest waits for the next part
+                    joined = pa.concat_tables(pending)
+                    writer.write_table(joined.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    pending, rows = [joined.slice(ROW_GROUP_ROWS)], joined.num_rows - ROW_GROUP_ROWS
+            if rows:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
     elif suffix == ".csv":
         with pa_csv.CSVWriter(tmp, schema) as writer:
             for part in parts:

@@ -39,6 +39,7 @@ from pipeline.schema import (
     with_context,
 )
 from pipeline.screening import DUPLICATE_ID, screen_document
+from pipeline.timing import phase
 
 REJECTED = "rejected"  # the document is not in the output
 WARNING = "warning"  # the document is in the output, but not all of it was read (truncation)
@@ -262,14 +263,17 @@ def label_batch(
     """
     seen = set() if seen_ids is None else seen_ids
     rejects: list[dict[str, Any]] = []
-    prepared = [p for item in items if (p := _prepare(item, segment_cfg, max_chars, seen, segmented, rejects))]
-    flat = [s for p in prepared for s in p.sentences]
-    probs = _probabilities(flat, predict, context=True)
-    over_token_limit = np.asarray(probs.truncated, dtype=bool)
-    cut_by_force = np.fromiter((s.index in p.forced for p in prepared for s in p.sentences), bool, len(flat))
-    probs.truncated = over_token_limit | cut_by_force  # a piece cut by force is a sentence cut, too
-    table = sentence_table(flat, probs, info)
-    summary_rows, warnings = _summaries(prepared, table, over_token_limit, info, rejects)
+    with phase("segment"):
+        prepared = [p for item in items if (p := _prepare(item, segment_cfg, max_chars, seen, segmented, rejects))]
+        flat = [s for p in prepared for s in p.sentences]
+    with phase("infer"):  # the model counts its own tokenising apart (pipeline.timing)
+        probs = _probabilities(flat, predict, context=True)
+    with phase("rows"):
+        over_token_limit = np.asarray(probs.truncated, dtype=bool)
+        cut_by_force = np.fromiter((s.index in p.forced for p in prepared for s in p.sentences), bool, len(flat))
+        probs.truncated = over_token_limit | cut_by_force  # a piece cut by force is a sentence cut, too
+        table = sentence_table(flat, probs, info)
+        summary_rows, warnings = _summaries(prepared, table, over_token_limit, info, rejects)
     return LabelledBatch(
         sentences=table,
         summary=pa.Table.from_pylist(summary_rows, schema=SUMMARY_SCHEMA),

@@ -215,6 +215,7 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
     from pipeline.io.documents import read_documents, read_sentences
     from pipeline.label import label_documents
     from pipeline.registry import resolve_model
+    from pipeline.timing import time_line
 
     if config.label.engine == "spark":
         return _label_on_spark(config)
@@ -231,6 +232,8 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
             "truncated_documents": result.warnings,
         }
     )
+    tracking.log_stage_times(result.timings, result.sentences)
+    console.print(time_line("label", result.timings, result.sentences), highlight=False, soft_wrap=True)
     tracking.set_tags({"label.model_name": info.name, "label.model_version": info.version})
     tracking.log_file(result.summary, "labelling")
     outputs = {"labelled": str(result.output), "summary": str(result.summary)}

@@ -444,6 +444,15 @@ def log_new_metrics(metrics: Mapping[str, float], step: int | None = None) -> No
     log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=step)
 
 
+def log_stage_times(timings: Mapping[str, float], items: int) -> None:
+    """Where a stage's time went (pipeline.timing): `seconds_<phase>` per phase and the stage's items per second."""
+    metrics = {f"seconds_{name}": float(seconds) for name, seconds in timings.items()}
+    total = timings.get("total", 0.0)
+    if total > 0:
+        metrics["sentences_per_second"] = items / total
+    mlflow.log_metrics(metrics)
+
+
 def set_tags(tags: Mapping[str, object]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

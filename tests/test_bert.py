@@ -205,6 +205,30 @@ def test_context_is_segment_b_and_mean_pooling_reads_the_sentence_only(
     assert sum(framed.sentence_mask) == n - 2  # the sentence's own tokens, no specials, no context
 
 
+def test_inputs_are_the_tokenizers_own_pair_encoding_from_one_tokenisation(
+    fitted: tuple[BertTwoHeadModel, list],
+) -> None:
+    """Put together from each string's tokens once, the inputs are what the tokenizer makes of the pair."""
+    model, _ = fitted
+    tokenizer = model.tokenizer
+    inputs = [
+        SentenceText("Myndigheten samordnar arbetet.", "Hotet är allvarligt.", "Anhöriga kan få stöd."),
+        SentenceText("Anhöriga kan få stöd.", "Myndigheten samordnar arbetet.", ""),
+        SentenceText("Hotet är allvarligt.", "", " ".join(["Regeringen avsätter medel."] * 20)),
+    ]
+    encoded = encode_sentences(tokenizer, inputs, True, 24)
+    around = [f"{s.previous} {tokenizer.sep_token} {s.next}".strip() for s in inputs]
+    reference = tokenizer([s.text for s in inputs], around, truncation="only_second", max_length=24)
+    for i, e in enumerate(encoded):
+        assert e.input_ids == reference["input_ids"][i]
+        assert e.sentence_mask == [1 if q == 0 else 0 for q in reference.sequence_ids(i)]
+        assert e.sentence_tokens == tokenizer(inputs[i].text, add_special_tokens=False)["input_ids"]
+        assert not e.cut
+    [alone] = encode_sentences(tokenizer, inputs[:1], False, 6)
+    assert alone.input_ids == tokenizer(inputs[0].text, truncation=True, max_length=6)["input_ids"]
+    assert alone.cut and len(alone.sentence_tokens) > sum(alone.sentence_mask)
+
+
 def test_long_neighbours_give_way_and_only_a_sentence_too_long_alone_is_cut(
     fitted: tuple[BertTwoHeadModel, list],
 ) -> None:
@@ -237,7 +261,7 @@ def test_a_sentence_longer_than_the_model_is_read_whole_in_windows(fitted: tuple
         SentenceText("Anhöriga kan få stöd.", long_sentence, ""),
     ]
     encoded = encode_sentences(tokenizer, inputs, True, max_length)
-    windows = sentence_windows(tokenizer, inputs, encoded, max_length)
+    windows = sentence_windows(encoded)
     assert windows.owner.tolist().count(0) == 1 and windows.owner.tolist().count(2) == 1
     assert windows.rows[0] is encoded[0] and windows.rows[-1] is encoded[2]  # sentences that fit: as before
     long_rows = [row for row, owner in zip(windows.rows, windows.owner, strict=True) if owner == 1]

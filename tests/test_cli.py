@@ -105,6 +105,9 @@ def test_quickstart_leaves_runs_model_and_labelled_file(quickstart: Path) -> Non
         passage = texts[row.doc_id][row.start : row.end]
         assert "".join(passage.split()).replace("\u00ad", "") == "".join(row.text.split()), (row.doc_id, row.index)
     assert (quickstart / "runs/quickstart/evaluation/comparison.md").is_file()
+    label = next(r for r in runs if r.data.tags.get("stage") == "label")  # where the label stage's time went
+    assert {"seconds_segment", "seconds_tokenise", "seconds_infer", "seconds_write"} <= set(label.data.metrics)
+    assert label.data.metrics["sentences_per_second"] > 0
 
 
 @pytest.mark.slow
@@ -131,6 +134,7 @@ def test_stages_run_alone_on_what_the_run_left(quickstart: Path) -> None:
         str(out),
     )
     assert label.returncode == 0, label.stderr[-2000:]
+    assert re.search(r"label: [\d,]+ sentences in [\d.]+ s .*segment .*tokenise .*infer .*write", label.stderr)
     assert len(pd.read_csv(out)) == len(pd.read_parquet(quickstart / "runs/quickstart/labelled_sentences.parquet"))
 
 

@@ -103,6 +103,23 @@ def test_labelling_runs_the_stored_path_by_default_with_labels_as_float32(bert_d
         assert np.allclose(fast.filter(like="p_").to_numpy(), slow.filter(like="p_").to_numpy(), atol=1e-4)
 
 
+def test_the_onnx_path_frees_the_torch_weights_and_loads_them_again_when_needed(bert_dir: Path, tmp_path: Path) -> None:
+    model, info = model_from_folder(str(bert_dir))
+    documents_ = documents()
+    cfg = LabelConfig(output=tmp_path / "auto.parquet", threads=1)
+    result = label_documents(cfg, model, info, documents_, SegmentConfig(), show_progress=False)
+    assert result.precision != "float32" and not model.weights_loaded  # only the ONNX graph is in memory
+    assert result.timings["tokenise"] > 0 and result.timings["infer"] > 0
+    model.save(tmp_path / "saved")  # saving needs the weights: read again from the folder
+    assert model.weights_loaded
+    reloaded, _ = model_from_folder(str(tmp_path / "saved"))
+    cfg = LabelConfig(output=tmp_path / "fp32.parquet", threads=1, quantize="none")
+    again = label_documents(cfg, reloaded, info, documents_, SegmentConfig(), show_progress=False)
+    assert again.precision == "float32" and reloaded.weights_loaded
+    fast, slow = pd.read_parquet(result.output), pd.read_parquet(again.output)
+    assert list(fast.text) == list(slow.text)
+
+
 def _copy_model(bert_dir: Path, target: Path) -> Path:
     import shutil
 

@@ -348,6 +348,25 @@ def test_sigkill_at_any_chunk_then_rerun_gives_identical_files(tfidf_dir: Path, 
 # --- BERT: truncation flags and int8 --------------------------------------------------------------------
 
 
+def test_chunks_join_into_large_row_groups_and_the_run_says_where_its_time_went(
+    tfidf_dir: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    model, info = model_from_folder(str(tfidf_dir))
+    cfg = label_config(tmp_path, chunk_documents=2)  # 6 chunks
+    result = label_documents(cfg, model, info, constructed_documents(11), SegmentConfig(), show_progress=False)
+    assert pq.ParquetFile(result.output).metadata.num_row_groups == 1  # not one small group per chunk
+    assert pq.ParquetFile(result.summary).metadata.num_row_groups == 1
+    assert len(pd.read_parquet(result.output)) == result.sentences
+
+    times = result.timings
+    assert {"read", "segment", "infer", "rows", "write", "other", "total"} <= set(times)
+    assert all(seconds >= 0 for seconds in times.values()) and times["total"] > 0
+    phases = sum(seconds for name, seconds in times.items() if name != "total")
+    assert phases == pytest.approx(times["total"], abs=0.01)  # the phases (and other) add up to the wall time
+
+
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A micro BERT (2 layers, 32 wide, random encoder) with both heads fitted briefly; max_length 16."""

@@ -46,6 +46,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.timing import phase
 
 logger = logging.getLogger(__name__)
 # The layout saved before the model was a transformers model: encoder/ + heads.safetensors (still loaded).
@@ -80,6 +81,26 @@ class BertTwoHeadModel:
         self.strategy_thresholds_ = np.full(len(STRATEGY_LABELS), 0.5)
         self.history_: list[dict[str, float]] = []
         self._inference = _InferenceSettings()
+        self._network: TwoHeadModel | None = None
+        self.folder_: Path | None = None  # the folder it was loaded from: the PyTorch weights can be read again
+
+    @property
+    def network_(self) -> TwoHeadModel:
+        """The PyTorch network; read again from the model folder if the ONNX path had let it go."""
+        if self._network is None:
+            if self.folder_ is None:
+                raise RuntimeError("BertTwoHeadModel is not fitted: call fit() or load() first")
+            self._network = type(self).load(self.folder_)._network
+        return self._network  # type: ignore[return-value]
+
+    @network_.setter
+    def network_(self, network: TwoHeadModel) -> None:
+        self._network = network
+
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether the PyTorch weights are in memory (not while a stored ONNX graph does the labelling)."""
+        return self._network is not None
 
     def _collate(self, items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         return TwoHeadCollator(self.tokenizer_)(items)
@@ -121,7 +142,7 @@ class BertTwoHeadModel:
         ).to(self.device)
 
     def _check_ready(self) -> None:
-        if not hasattr(self, "network_"):
+        if self._network is None and self.folder_ is None:
             raise RuntimeError("BertTwoHeadModel is not fitted: call fit() or load() first")
 
     def _inputs(self, sentences: Sequence[LabelledSentence]) -> tuple[list[LabelledSentence], list[SentenceText]]:
@@ -230,7 +251,9 @@ class BertTwoHeadModel:
         A lower precision is accepted only after a check: on the first `check_sentences` sentences of the first
         prediction, the share whose labels (commitment, or any strategy label) differ from float32 must be at
         most `max_disagreement`, else `QuantizationOutOfTolerance`. bf16 on a CPU without native bf16 runs in
-        float32 (`inference_report` says which ran). The float32 network is kept: saving and reconfiguring work.
+        float32 (`inference_report` says which ran). With "auto" and a stored ONNX graph the PyTorch weights are
+        let go (the graph holds its own copy) and read again from the model folder when saving or float32 needs
+        them; otherwise the float32 network is kept.
         """
         if precision not in self.precisions:
             raise ValueError(f"bert model: unknown precision {precision!r}; choose one of {list(self.precisions)}")
@@ -257,7 +280,11 @@ class BertTwoHeadModel:
         """
         from pipeline.models.agreement import fast_path
 
-        precision, network, notice, disagreement = fast_path(getattr(self, "folder_", None), threads)
+        if self.folder_ is not None:
+            # The graph holds its own copy of the weights: let the PyTorch one go before the graph is read, so
+            # both are never in memory at once. It is read again from the folder if float32 is needed.
+            self._network = None
+        precision, network, notice, disagreement = fast_path(self.folder_, threads)
         if network is None:
             logger.warning("%s", notice)
         self._inference = _InferenceSettings(
@@ -277,15 +304,18 @@ class BertTwoHeadModel:
         self._check_ready()
         settings = self._inference
         budget = max_tokens_per_batch or settings.max_tokens_per_batch or self.spec.max_tokens_per_batch
-        encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_) if sentences else []
-        # a sentence longer than the model reads is read whole, in windows (pipeline.models.windows)
-        windows = sentence_windows(self.tokenizer_, sentences, encoded, self.max_length_)
+        encoded = encode_sentences(self.tokenizer_, sentences, self.spec.context, self.max_length_)
+        # a sentence longer than the model reads is read whole, in windows (pipeline.models.windows), from the
+        # same tokenisation: whether it was cut is known without tokenising it again
+        with phase("tokenise"):
+            windows = sentence_windows(encoded)
         network = settings.network if settings.network is not None else self.network_
-        per_row = HeadProbabilities(*self._run(network, windows.rows, budget), self.strategy_thresholds_.copy())
-        if settings.network is not None and settings.disagreement is None and windows.rows:
-            self._check_precision(per_row, windows.rows, budget)
-        strategy, commitment = windows.combine(per_row.strategy, per_row.commitment)
-        return HeadProbabilities(strategy, commitment, self.strategy_thresholds_.copy())  # no sentence was cut
+        with phase("infer"):
+            per_row = HeadProbabilities(*self._run(network, windows.rows, budget), self.strategy_thresholds_.copy())
+            if settings.network is not None and settings.disagreement is None and windows.rows:
+                self._check_precision(per_row, windows.rows, budget)
+            strategy, commitment = windows.combine(per_row.strategy, per_row.commitment)
+        return HeadProbabilities(strategy, commitment, self.strategy_thresholds_.copy(), windows.truncated)
 
     def _check_precision(self, lower: HeadProbabilities, encoded: Sequence[Encoded], budget: int) -> None:
         settings = self._inference

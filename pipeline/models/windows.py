@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.schema import COMMITMENT_LABELS
-
-if TYPE_CHECKING:
-    from pipeline.schema import SentenceText
 
 _NONE = COMMITMENT_LABELS.index("none")
 
@@ -32,10 +29,10 @@ class _Encoded(Protocol):
     input_ids: list[int]
     token_type_ids: list[int]
     sentence_mask: list[int]
+    sentence_tokens: list[int]  # all of the sentence's own tokens, from the one tokenisation
 
-
-class _Tokenizer(Protocol):
-    def __call__(self, texts: list[str], *, add_special_tokens: bool, verbose: bool) -> dict[str, list[list[int]]]: ...
+    @property
+    def cut(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,7 @@ class SentenceWindows:
     rows: list[_Encoded]
     owner: np.ndarray  # (rows,) the index of the sentence each row reads
     sentences: int
+    truncated: np.ndarray | None = None  # (sentences,) read only in part: not even one token fits a window
 
     def combine(self, strategy: np.ndarray, commitment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row probabilities -> per-sentence probabilities (a sentence read in one row keeps its own)."""
@@ -68,24 +66,21 @@ def window_starts(length: int, width: int) -> list[int]:
     return [*range(0, length - width, step), length - width]
 
 
-def sentence_windows(
-    tokenizer: _Tokenizer, sentences: Sequence[SentenceText], encoded: Sequence[_Encoded], max_length: int
-) -> SentenceWindows:
-    """Replace each input whose sentence was cut to `max_length` by windows covering all of the sentence.
+def sentence_windows(encoded: Sequence[_Encoded]) -> SentenceWindows:
+    """Replace each input whose sentence was cut by windows covering all of the sentence.
 
-    Only inputs that reached `max_length` can have been cut; just those sentences are tokenised again.
+    Whether a sentence was cut, and its tokens, come from the tokenisation the inputs were made with
+    (`Encoded.sentence_tokens`): nothing is tokenised again.
     """
-    full = [i for i, e in enumerate(encoded) if len(e.input_ids) >= max_length]
-    texts = [sentences[i].text for i in full]
-    own = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if full else []
-    cut = {i: ids for i, ids in zip(full, own, strict=True) if len(ids) > sum(encoded[i].sentence_mask)}
     rows: list[_Encoded] = []
     owner: list[int] = []
+    truncated = np.zeros(len(encoded), dtype=bool)
     for i, e in enumerate(encoded):
-        pieces = _windows(e, cut[i]) if i in cut else [e]
+        pieces = _windows(e, e.sentence_tokens) if e.cut else [e]
+        truncated[i] = e.cut and pieces[0] is e  # no room for a window: only what fits was read
         rows += pieces
         owner += [i] * len(pieces)
-    return SentenceWindows(rows, np.asarray(owner, dtype=np.int64), len(encoded))
+    return SentenceWindows(rows, np.asarray(owner, dtype=np.int64), len(encoded), truncated)
 
 
 def _windows(cut: _Encoded, ids: list[int]) -> list[_Encoded]:
