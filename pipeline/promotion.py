@@ -83,6 +83,7 @@ def render_report(
     digest: str,
     metrics: Mapping[str, Mapping[str, float]],
     decision: PromotionDecision,
+    paired: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """The Markdown report: what was compared, on what data, the numbers side by side, the verdict and why."""
     cfg = config.retrain
@@ -108,6 +109,19 @@ def render_report(
         "",
         *[f"- {reason}" for reason in decision.reasons],
         "",
+    ]
+    if paired:
+        lines += [
+            "## Paired difference (challenger minus reference, documents resampled, 95% interval)",
+            "",
+            *[
+                f"- {head}: {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+                + (" (interval above zero)" if d["ci_low"] > 0 else "")
+                for head, d in paired.items()
+            ],
+            "",
+        ]
+    lines += [
         "## Metrics on the frozen evaluation set",
         "",
     ]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig, TfidfSpec
 from pipeline.models.base import SentenceModel
-from pipeline.promotion import PromotionDecision, decide_promotion, render_report
+from pipeline.promotion import HEAD_METRICS, PromotionDecision, decide_promotion, render_report
 from pipeline.retrain_state import (
     RetrainLocked,
     data_digest,
@@ -99,6 +99,26 @@ def score(
     report = evaluate_model(model, sentences, config.evaluate, name=role)
     tracking.log_evaluation(report, write_report(report, out_dir / role) if log_files else [], prefix=role)
     return dict(report.metrics)
+
+
+def paired_gain(
+    challenger: SentenceModel, reference: SentenceModel, sentences: Sequence[LabelledSentence], config: PipelineConfig
+) -> dict[str, dict[str, float]]:
+    """Challenger minus reference per head, with a 95% interval over the same document resamples."""
+    from pipeline.labelled_data import in_document_order, sentence_texts
+    from pipeline.metrics import paired_differences
+
+    ordered = in_document_order(sentences)
+    texts = sentence_texts(ordered)
+    differences = paired_differences(
+        ordered,
+        challenger.predict_proba(texts),
+        reference.predict_proba(texts),
+        metrics=HEAD_METRICS,
+        samples=config.evaluate.bootstrap_samples,
+        seed=config.evaluate.seed,
+    )
+    return {h: {"diff": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high} for h, d in differences.items()}
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -229,10 +249,15 @@ def _train_score_decide(
             folder = registry.download_model_folder(
                 registry.model_version_uri(name, champion_version), tmp / "champion"
             )
-            metrics["champion"] = score(load_model(folder), frozen, config, "champion", out)
+            reference = load_model(folder)
+            metrics["champion"] = score(reference, frozen, config, "champion", out)
         else:
-            baseline = build_model(_baseline_spec(config)).fit(train, dev)
-            metrics["baseline"] = score(baseline, frozen, config, "baseline", out)
+            reference = build_model(_baseline_spec(config)).fit(train)  # like every model: nothing from dev
+            metrics["baseline"] = score(reference, frozen, config, "baseline", out)
+        paired = paired_gain(challenger, reference, frozen, config)
+        tracking.log_metrics(
+            {f"paired.{head}.{field}": value for head, values in paired.items() for field, value in values.items()}
+        )
 
     decision = decide_promotion(metrics["challenger"], metrics.get("champion"), metrics.get("baseline"), cfg)
     report = render_report(
@@ -244,6 +269,7 @@ def _train_score_decide(
         digest=digest,
         metrics=metrics,
         decision=decision,
+        paired=paired,
     )
     report_path = Path(cfg.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,12 @@ def test_better_challenger_is_promoted_and_reported(
     assert outcome.metrics["challenger"]["commitment_macro_f1"] > outcome.metrics["champion"]["commitment_macro_f1"]
     run = MlflowClient().get_run(outcome.run_id)
     assert run.data.tags["retrain.promoted"] == "true"
-    assert "challenger.commitment_macro_f1" in MlflowClient().get_run(_child(run, "evaluate")).data.metrics
+    evaluate = MlflowClient().get_run(_child(run, "evaluate")).data.metrics
+    assert "challenger.commitment_macro_f1" in evaluate
+    gain = outcome.metrics["challenger"]["commitment_macro_f1"] - outcome.metrics["champion"]["commitment_macro_f1"]
+    assert evaluate["paired.commitment_macro_f1.diff"] == pytest.approx(gain)
+    assert evaluate["paired.commitment_macro_f1.ci_low"] <= gain <= evaluate["paired.commitment_macro_f1.ci_high"]
+    assert "## Paired difference" in report and f"- commitment_macro_f1: {gain:+.4f}" in report
     artifacts = [a.path for a in MlflowClient().list_artifacts(outcome.run_id)]
     assert "retrain_report.md" in artifacts
     assert read_state(config.retrain.state_file)["promoted"] is True
