@@ -288,7 +288,7 @@ def annotate_export(
     with_labels: Annotated[bool, typer.Option(help="Keep existing labels (for review rounds).")] = False,
 ) -> None:
     """Write sentences with their neighbours (and optionally predictions) for annotators."""
-    from pipeline.annotate import export_annotation_file
+    from pipeline.annotate.export import export_annotation_file
 
     loaded = None
     if model is not None:
@@ -309,7 +309,7 @@ def annotate_import(
     ] = None,
 ) -> None:
     """Validate annotated rows and merge them into a labelled JSONL; bad rows are reported by line."""
-    from pipeline.annotate import import_annotations
+    from pipeline.annotate.merge import import_annotations
     from pipeline.labelled_data import LabelledDataError
 
     try:
@@ -327,7 +327,7 @@ def annotate_agreement(
     second: Annotated[Path, typer.Argument(help="The same sentences from annotator B.")],
 ) -> None:
     """Cohen's kappa for commitment; per-label kappa and F1 for strategy."""
-    from pipeline.annotate import agreement_between_files, agreement_table
+    from pipeline.annotate.agreement import agreement_between_files, agreement_table
 
     Console().print(agreement_table(agreement_between_files(first, second)))
 

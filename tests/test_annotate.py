@@ -9,17 +9,10 @@ from pathlib import Path
 import pytest
 from labelled_examples import constructed_sentences
 
-from pipeline.annotate import (
-    EXPORT_COLUMNS,
-    agreement,
-    agreement_between_files,
-    agreement_table,
-    annotation_rows,
-    export_annotation_file,
-    export_for_annotation,
-    import_annotations,
-    read_annotation_csv,
-)
+from pipeline.annotate.agreement import agreement, agreement_between_files, agreement_table
+from pipeline.annotate.export import annotation_rows, export_annotation_file, export_for_annotation
+from pipeline.annotate.merge import import_annotations
+from pipeline.annotate.sheet import EXPORT_COLUMNS, read_annotation_csv
 from pipeline.labelled_data import LabelledDataError, read_labelled, write_labelled
 from pipeline.models.keyword import KeywordModel
 from pipeline.schema import LabelledSentence, Sentence
