@@ -10,213 +10,32 @@
   (an over-long document, a sentence over the model's token limit) is a `warning` there and a flag in the row.
 - Fast: duplicate sentences in a chunk are labelled once; the model is configured once
   (`configure_inference`: precision, threads, token budget) and labels through its own `predict_proba`.
+
+Where the files go and the settings a rerun is checked against: `pipeline.label_output`; the chunk store:
+`pipeline.label_chunks`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, LabelConfig, SegmentConfig
-from pipeline.io.atomic import atomic_path, write_text_atomic
+from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.digest import folder_digest
-from pipeline.labelling import (
-    REJECTED,
-    SENTENCE_SCHEMA,
-    SUMMARY_SCHEMA,
-    WARNING,
-    LabelledBatch,
-    ModelInfo,
-    label_batch,
-    reader_reject,
-    sentence_predictor,
-)
-from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel, load_model
+from pipeline.label_chunks import chunk_digest, commit_chunk, committed_chunk, discard_unfinished_chunks, join_chunks
+from pipeline.label_output import LabelPaths, LabelResult, check_finished_output, open_work_folder, run_settings
+from pipeline.labelling import ModelInfo, label_batch, sentence_predictor
+from pipeline.models.base import SentenceModel, load_model
 from pipeline.schema import Document, Sentence
 from pipeline.timing import StageClock, phase
-
-__all__ = [
-    "REJECTED",
-    "WARNING",
-    "LabelResult",
-    "LabelRunMismatch",
-    "ModelInfo",
-    "QuantizationOutOfTolerance",
-    "label_documents",
-    "model_from_folder",
-]
-
-OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
-EXIT_ALL_LABELLED = 0
-EXIT_SOME_REJECTED = 3
-_MANIFEST = "manifest.json"
-_CHUNK_CARD = "chunk.json"
-_FORMAT_VERSION = 1
-# Rows per Parquet row group in the final sentence and summary files: chunks are joined into groups this large
-# (a reader scans a few large groups, not one small group per chunk; columns compress better).
-ROW_GROUP_ROWS = 128 * 1024
-
-# --- results and identities ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelResult:
-    """Counts and paths of a finished labelling run; `exit_code` is what the CLI returns."""
-
-    documents: int  # input items seen: documents and reader rejects
-    labelled: int  # documents with rows in the output
-    sentences: int
-    rejected: int  # documents listed in the rejects file and absent from the output
-    warnings: int  # documents labelled only in part (truncated), listed in the rejects file as warnings
-    output: Path
-    summary: Path
-    rejects: Path
-    resumed_chunks: int = 0  # chunks found committed by an earlier, interrupted run
-    quantization_disagreement: float | None = None  # measured on the check sample when quantizing
-    precision: str = "float32"  # what the model ran in: float32, int8 or bf16 (see SentenceModel.precisions)
-    # where the time went, in seconds: read, segment, tokenise, infer, rows, write, other, total (pipeline.timing)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every document was labelled in full; 3 when the rejects file lists anything."""
-        return EXIT_SOME_REJECTED if self.rejected or self.warnings else EXIT_ALL_LABELLED
-
-
-class LabelRunMismatch(ConfigError):
-    """An interrupted or finished run with other arguments (or another input) is where this one would write.
-
-    A refusal of the arguments, not a failure: the CLI prints the one line and exits 2.
-    """
-
-
-@dataclass(frozen=True)
-class LabelPaths:
-    output: Path
-    summary: Path
-    rejects: Path
-    partial: Path
-    record: Path  # the arguments a finished output was written with
-
-    @classmethod
-    def for_config(cls, cfg: LabelConfig) -> LabelPaths:
-        output = Path(cfg.output)
-        if output.suffix.lower() not in OUTPUT_FORMATS:
-            raise ValueError(
-                f"label.output {str(output)!r}: unknown format {output.suffix or '(no extension)'!r}; "
-                f"use one of {', '.join(OUTPUT_FORMATS)}"
-            )
-        return cls(
-            output=output,
-            summary=output.with_name(f"{output.stem}.summary{output.suffix}"),
-            rejects=Path(cfg.rejects) if cfg.rejects else output.with_name(f"{output.stem}.rejects.jsonl"),
-            partial=output.with_name(f"{output.name}.partial"),
-            record=output.with_name(f"{output.name}.run.json"),
-        )
-
-
-# --- the resumable run ----------------------------------------------------------------------------------
-
-
-def _run_settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig) -> dict[str, Any]:
-    """Everything that changes the rows; a partial run is resumed only under identical settings."""
-    return {
-        "format": _FORMAT_VERSION,
-        "model": asdict(info),
-        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite", "spark"}),
-        "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
-    }
-
-
-def setting_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """The dotted names of the settings that differ between two runs' records (`label.max_chars`)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in setting_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def _item_digest(item: object) -> str:
-    payload = item.model_dump_json() if isinstance(item, Document) else json.dumps(reader_reject(item), sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _chunk_digest(items: Sequence[object]) -> str:
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(_item_digest(item).encode())
-    return digest.hexdigest()
-
-
-def check_finished_output(paths: LabelPaths, settings: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to replace a finished output written with other arguments, unless asked to."""
-    if overwrite or not (paths.output.exists() and paths.record.is_file()) or paths.partial.exists():
-        return
-    stored = json.loads(paths.record.read_text(encoding="utf-8"))
-    changed = setting_differences(stored, settings)
-    if changed:
-        raise LabelRunMismatch(
-            f"{paths.output}: already written by a run with other arguments (differs in {', '.join(changed)}); "
-            "pass --overwrite (label.overwrite=true) to replace it, or choose another --output"
-        )
-
-
-def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
-    """Create the work folder, or check that the one there belongs to a run with the same settings."""
-    manifest = partial / _MANIFEST
-    if manifest.is_file():
-        stored = json.loads(manifest.read_text(encoding="utf-8"))
-        changed = setting_differences(stored, settings)
-        if changed:
-            raise LabelRunMismatch(
-                f"{partial}: an interrupted run with other arguments is there "
-                f"(differs in {', '.join(changed)}); rerun with the arguments it was started with, "
-                f"or delete {partial} to start over"
-            )
-    else:
-        if partial.exists():  # killed before its manifest was written: nothing in it was committed
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        write_text_atomic(manifest, json.dumps(settings, indent=2, sort_keys=True))
-    for leftover in partial.glob(".chunk-*.tmp"):  # a chunk that was being written when the run was killed
-        shutil.rmtree(leftover)
-
-
-def _chunk_dir(partial: Path, k: int) -> Path:
-    return partial / f"chunk-{k:06d}"
-
-
-def _commit_chunk(partial: Path, k: int, tables: LabelledBatch, digest: str) -> dict[str, Any]:
-    """Write one chunk to a temporary folder and rename it into place: a chunk is whole or absent."""
-    card = {
-        "digest": digest,
-        "documents": tables.documents,
-        "labelled": tables.labelled,
-        "sentences": tables.sentences.num_rows,
-        "rejected": tables.rejected,
-        "warnings": tables.warnings,
-    }
-    with atomic_path(_chunk_dir(partial, k)) as tmp:
-        tmp.mkdir()
-        pq.write_table(tables.sentences, tmp / "sentences.parquet")
-        pq.write_table(tables.summary, tmp / "summary.parquet")
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tables.rejects)
-        (tmp / "rejects.jsonl").write_text(lines, encoding="utf-8")
-        (tmp / _CHUNK_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
-    return card
 
 
 class _SentenceGroups:
@@ -319,9 +138,10 @@ def _label_documents(
     paths = LabelPaths.for_config(cfg)
     partial = paths.partial
     partial.parent.mkdir(parents=True, exist_ok=True)
-    settings = _run_settings(cfg, model_info, segment_cfg)
+    settings = run_settings(cfg, model_info, segment_cfg)
     check_finished_output(paths, settings, cfg.overwrite)
-    _open_partial(partial, settings)
+    open_work_folder(partial, settings)
+    discard_unfinished_chunks(partial)
     predict = sentence_predictor(model, cfg)
     if total_documents is None and show_progress:
         total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
@@ -336,16 +156,9 @@ def _label_documents(
         for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
             n_chunks = k + 1
             with phase("read"):
-                digest = _chunk_digest(items)
-            done = _chunk_dir(partial, k)
-            if done.is_dir():
-                card = json.loads((done / _CHUNK_CARD).read_text(encoding="utf-8"))
-                if card["digest"] != digest:
-                    raise LabelRunMismatch(
-                        f"{partial}: the input differs from the interrupted run's at documents "
-                        f"{k * cfg.chunk_documents}..{k * cfg.chunk_documents + len(items) - 1}; "
-                        f"delete {partial} to start over"
-                    )
+                digest = chunk_digest(items)
+            card = committed_chunk(partial, k, digest, k * cfg.chunk_documents, len(items))
+            if card is not None:
                 seen_ids.update(item.id for item in items if isinstance(item, Document))
                 resumed += 1
             else:
@@ -361,7 +174,7 @@ def _label_documents(
                     segmented=segmented.take(ids),
                 )
                 with phase("write"):
-                    card = _commit_chunk(partial, k, tables, digest)
+                    card = commit_chunk(partial, k, tables, digest)
                 labelled_sentences += card["sentences"]
                 labelling_seconds += time.perf_counter() - started
             for key in totals:
@@ -370,14 +183,8 @@ def _label_documents(
             progress.set_postfix(sentences=totals["sentences"], per_second=rate, refresh=False)
             progress.update(len(items))
 
-    extra = _chunk_dir(partial, n_chunks)
-    if extra.is_dir():
-        raise LabelRunMismatch(
-            f"{partial}: the interrupted run had more input than this one ({extra.name} is committed but the "
-            f"input ended after {n_chunks} chunk(s)); delete {partial} to start over"
-        )
     with phase("write"):
-        _finish(partial, n_chunks, paths)
+        join_chunks(partial, n_chunks, paths)
         shutil.rmtree(partial)
     inference = model.inference_report()
     return LabelResult(
@@ -405,55 +212,6 @@ def count_documents(path: Path) -> int | None:
     except (OSError, EOFError):
         return None
     return None
-
-
-# --- the final files ------------------------------------------------------------------------------------
-
-
-def _finish(partial: Path, n_chunks: int, paths: LabelPaths) -> None:
-    """Join the committed chunks into the final files; the sentence file is replaced last."""
-    chunks = [_chunk_dir(partial, k) for k in range(n_chunks)]
-    rejects = "".join((c / "rejects.jsonl").read_text(encoding="utf-8") for c in chunks)
-    paths.rejects.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths.rejects, rejects)
-    write_table_parts([c / "summary.parquet" for c in chunks], SUMMARY_SCHEMA, paths.summary)
-    write_text_atomic(paths.record, (partial / _MANIFEST).read_text(encoding="utf-8"))
-    write_table_parts([c / "sentences.parquet" for c in chunks], SENTENCE_SCHEMA, paths.output)
-
-
-def write_table_parts(parts: Sequence[Path], schema: pa.Schema, target: Path) -> None:
-    """Stream parquet parts into one .parquet, .jsonl or .csv file, written aside and renamed into place."""
-    suffix = target.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"{target}: unknown format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    with atomic_path(target) as tmp:
-        _write_parts(parts, schema, tmp, suffix)
-
-
-def _write_parts(parts: Sequence[Path], schema: pa.Schema, tmp: Path, suffix: str) -> None:
-    if suffix == ".parquet":
-        with pq.ParquetWriter(tmp, schema) as writer:
-            pending: list[pa.Table] = []
-            rows = 0
-            for part in parts:
-                table = pq.read_table(part, schema=schema)
-                pending.append(table)
-                rows += table.num_rows
-                while rows >= ROW_GROUP_ROWS:  # full row groups out, the rest waits for the next part
-                    joined = pa.concat_tables(pending)
-                    writer.write_table(joined.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
-                    pending, rows = [joined.slice(ROW_GROUP_ROWS)], joined.num_rows - ROW_GROUP_ROWS
-            if rows:
-                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-    elif suffix == ".csv":
-        with pa_csv.CSVWriter(tmp, schema) as writer:
-            for part in parts:
-                writer.write_table(pq.read_table(part, schema=schema))
-    else:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for part in parts:
-                for row in pq.read_table(part, schema=schema).to_pylist():
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 # --- finding the model ----------------------------------------------------------------------------------

@@ -207,8 +207,8 @@ def test_batch_labelling_runs_each_member_on_its_own_path(fitted: tuple[Ensemble
     """Labelling an ensemble gives its own probabilities; its BERT member reads a long sentence whole."""
     import pandas as pd
 
-    from pipeline.label import ModelInfo, label_documents
-    from pipeline.labelling import sentence_predictor
+    from pipeline.label import label_documents
+    from pipeline.labelling import ModelInfo, sentence_predictor
     from pipeline.schema import Document, SentenceText
 
     model, _ = fitted

@@ -22,16 +22,9 @@ import pytest
 
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import (
-    EXIT_ALL_LABELLED,
-    EXIT_SOME_REJECTED,
-    REJECTED,
-    WARNING,
-    LabelRunMismatch,
-    count_documents,
-    label_documents,
-    model_from_folder,
-)
+from pipeline.label import count_documents, label_documents, model_from_folder
+from pipeline.label_output import EXIT_ALL_LABELLED, EXIT_SOME_REJECTED, LabelRunMismatch
+from pipeline.labelling import REJECTED, WARNING
 from pipeline.models.base import label_disagreement
 from pipeline.models.tfidf import TfidfModel
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, Document, HeadProbabilities, with_context

@@ -25,7 +25,8 @@ import pytest
 
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import LabelRunMismatch, label_documents
+from pipeline.label import label_documents
+from pipeline.label_output import LabelRunMismatch
 from pipeline.labelling import SENTENCE_SCHEMA, SUMMARY_SCHEMA
 from pipeline.models.tfidf import TfidfModel
 from pipeline.registry import resolve_model
@@ -38,7 +39,8 @@ pyspark = pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("no Java runtime for Spark", allow_module_level=True)
 
-from pipeline.engines.spark import KILL_FILE_ENV, label_documents_spark, spark_session  # noqa: E402
+from pipeline.engines.spark import label_documents_spark, spark_session  # noqa: E402
+from pipeline.engines.spark_tasks import KILL_FILE_ENV  # noqa: E402
 
 SPARK = SparkConfig(master="local[2]", partitions=3, batch_documents=8)
 

@@ -19,8 +19,9 @@ import pytest
 from pipeline import registry, tracking
 from pipeline.config import EvaluateConfig, LabelConfig, PipelineConfig, SegmentConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import ModelInfo, label_documents
+from pipeline.label import label_documents
 from pipeline.labelled_data import read_training_data, sentence_texts
+from pipeline.labelling import ModelInfo
 from pipeline.models.majority import MajorityModel
 from pipeline.models.tfidf import TfidfModel
 from pipeline.reports import write_report

@@ -19,8 +19,9 @@ from pipeline import review
 from pipeline.cli import app
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.documents import read_documents
-from pipeline.label import ModelInfo, label_documents
+from pipeline.label import label_documents
 from pipeline.labelled_data import read_training_data
+from pipeline.labelling import ModelInfo
 from pipeline.models.tfidf import TfidfModel
 from pipeline.report import write_report
 from pipeline.sample import sample_dir

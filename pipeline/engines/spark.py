@@ -13,6 +13,7 @@
   settings are kept beside the output (`<output>.run.json`).
 - Paths: Hadoop reads a path as a glob pattern (`[1]`, `*`, `?`, `{a,b}`), so every path Spark reads is
   escaped (`hadoop_literal`); an output name with those characters works like any other.
+- What runs on the executors is `pipeline.engines.spark_tasks`; this module is the driver.
 - Output: `label.output` is a Parquet dataset (a folder of part files, in input order) with the local
   engine's columns and types; the summary likewise; the rejects one JSONL file.
 """
@@ -23,43 +24,36 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
-from pipeline.io.documents import Source, document_sources, read_source
-from pipeline.io.rejects import Reject
-from pipeline.label import LabelPaths, LabelResult, LabelRunMismatch, check_finished_output, setting_differences
-from pipeline.labelling import (
-    REJECTED,
-    SENTENCE_SCHEMA,
-    SUMMARY_SCHEMA,
-    WARNING,
-    LabelledBatch,
-    ModelInfo,
-    label_batch,
-    reader_reject,
-    reject_row,
-    sentence_predictor,
+from pipeline.engines.spark_tasks import (
+    COMBINED_DDL,
+    ITEMS_DDL,
+    REJECT_COLUMNS,
+    SPARK_TYPES,
+    LabelPartitions,
+    read_items,
 )
+from pipeline.io.documents import Source, document_sources
+from pipeline.label_output import (
+    MANIFEST,
+    LabelPaths,
+    LabelResult,
+    check_finished_output,
+    open_work_folder,
+    run_settings,
+)
+from pipeline.labelling import REJECTED, SENTENCE_SCHEMA, SUMMARY_SCHEMA, WARNING, ModelInfo
 from pipeline.registry import resolve_model
-from pipeline.schema import Document
-from pipeline.screening import DUPLICATE_ID, screen_document
 
-# A test hook for fault injection: when this environment variable names a file that exists, the Python
-# worker that first sees it deletes it and kills itself (SIGKILL) before labelling its next batch.
-KILL_FILE_ENV = "PIPELINE_SPARK_KILL_FILE"
-_MANIFEST = "manifest.json"
-_FORMAT_VERSION = 1
-REJECT_COLUMNS = ("id", "source", "reason", "severity")
 _ORDER = ("file_no", "item_no", "seq")  # input order: source, item within it, row within the item
 
 
@@ -108,177 +102,7 @@ def spark_session(cfg: SparkConfig, app_name: str = "ct-pipeline label") -> Any:
     return session
 
 
-# --- on the executors -----------------------------------------------------------------------------------
-
-
-def _read_items(numbered: tuple[int, Source]) -> Iterator[tuple[Any, ...]]:
-    """One source's items as rows: (file_no, item_no, doc_id, screened, document JSON, reject JSON)."""
-    file_no, source = numbered
-    for item_no, item in enumerate(read_source(source)):
-        if isinstance(item, Document):
-            ok = screen_document(item, max_chars=None) is None
-            yield file_no, item_no, item.id, ok, item.model_dump_json(), None
-        else:
-            yield file_no, item_no, None, False, None, item.model_dump_json()
-
-
-_ITEMS_DDL = "file_no long, item_no long, doc_id string, screened boolean, document string, reject string"
-
-# Python worker state: models by folder, loaded on first use and kept while the worker lives.
-_LOADED: dict[str, Any] = {}
-
-
-def _predictor(folder_name: str, cfg: LabelConfig) -> Any:
-    """The labelling predictor for the shipped model folder, built once per Python worker."""
-    if folder_name not in _LOADED:
-        from pyspark import SparkFiles
-
-        from pipeline.models.base import load_model
-
-        _LOADED[folder_name] = sentence_predictor(load_model(Path(SparkFiles.get(folder_name))), cfg)
-    return _LOADED[folder_name]
-
-
-def _maybe_die() -> None:
-    """Fault injection for tests (see KILL_FILE_ENV): one worker dies as a killed executor would."""
-    path = os.environ.get(KILL_FILE_ENV)
-    if path and os.path.exists(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:  # another worker won the race
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _label_documents_batch(
-    items: Sequence[Document], predict: Any, info: ModelInfo, cfg: LabelConfig, segment_cfg: SegmentConfig
-) -> LabelledBatch:
-    """The one labelling function, called as the local engine calls it (repeated ids are settled before)."""
-    return label_batch(items, predict, info, segment_cfg, max_chars=cfg.max_chars)
-
-
-class _LabelPartitions:
-    """The `mapInArrow` function: Arrow batches of items in, rows of the three tables (tagged `table`) out."""
-
-    def __init__(self, folder_name: str, info: ModelInfo, cfg: LabelConfig, segment_cfg: SegmentConfig) -> None:
-        self.folder_name, self.info, self.cfg, self.segment_cfg = folder_name, info, cfg, segment_cfg
-
-    def __call__(self, frames: Iterator[Any]) -> Iterator[Any]:
-        size = self.cfg.spark.batch_documents
-        pending: list[dict[str, Any]] = []
-        for batch in frames:
-            pending.extend(batch.to_pylist())
-            while len(pending) >= size:
-                yield self._label(pending[:size])
-                pending = pending[size:]
-        if pending:
-            yield self._label(pending)
-
-    def _label(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
-        _maybe_die()
-        out: list[dict[str, Any]] = []
-        documents: list[tuple[tuple[int, int], Document]] = []
-        for row in rows:
-            at = (int(row["file_no"]), int(row["item_no"]))
-            if row["reject"] is not None:
-                out.append(_tagged("reject", at, 0, reader_reject(Reject.model_validate_json(row["reject"]))))
-            elif row["duplicate"]:
-                out.append(_tagged("reject", at, 0, reject_row(str(row["doc_id"]), DUPLICATE_ID)))
-            else:
-                documents.append((at, Document.model_validate_json(row["document"])))
-        if documents:
-            out.extend(self._label_documents(documents))
-        return pa.RecordBatch.from_pylist(out, schema=_COMBINED_SCHEMA)
-
-    def _label_documents(self, documents: list[tuple[tuple[int, int], Document]]) -> list[dict[str, Any]]:
-        predict = _predictor(self.folder_name, self.cfg)
-        try:
-            return _tables_rows(
-                _label_documents_batch([d for _, d in documents], predict, self.info, self.cfg, self.segment_cfg),
-                documents,
-            )
-        except Exception:  # find the document that fails; it goes to the rejects, the others are labelled
-            out: list[dict[str, Any]] = []
-            for at, document in documents:
-                try:
-                    batch = _label_documents_batch([document], predict, self.info, self.cfg, self.segment_cfg)
-                    out.extend(_tables_rows(batch, [(at, document)]))
-                except Exception as exc:
-                    reason = f"labelling failed: {type(exc).__name__}: {exc}"
-                    out.append(_tagged("reject", at, 0, reject_row(document.id, reason)))
-            return out
-
-
-def _tagged(table: str, at: tuple[int, int], seq: int, row: dict[str, Any]) -> dict[str, Any]:
-    return {"table": table, "file_no": at[0], "item_no": at[1], "seq": seq, **row}
-
-
-def _tables_rows(batch: LabelledBatch, documents: list[tuple[tuple[int, int], Document]]) -> list[dict[str, Any]]:
-    """The labelled batch's three tables as tagged rows, each with its document's place in the input."""
-    first: dict[str, tuple[int, int]] = {}
-    for at, document in documents:
-        first.setdefault(document.id, at)
-    out = [_tagged("sentence", first[r["doc_id"]], r["index"], r) for r in batch.sentences.to_pylist()]
-    out += [_tagged("summary", first[r["doc_id"]], 0, r) for r in batch.summary.to_pylist()]
-    out += [_tagged("reject", first[r["id"]], seq, r) for seq, r in enumerate(batch.rejects)]
-    return out
-
-
-# --- the combined output schema -------------------------------------------------------------------------
-
-_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.bool_(): "boolean"}
-
-
-def _combined_fields() -> dict[str, str]:
-    """One schema for the three tables' rows, so one job writes them all; shared columns share a type."""
-    fields = {"table": "string", "file_no": "long", "item_no": "long", "seq": "long"}
-    reject_schema = pa.schema([(c, pa.string()) for c in REJECT_COLUMNS])
-    for schema in (SENTENCE_SCHEMA, SUMMARY_SCHEMA, reject_schema):
-        for f in schema:
-            kind = _SPARK_TYPES[f.type]
-            if fields.setdefault(f.name, kind) != kind:
-                raise TypeError(f"column {f.name!r} has two types in the labelled tables")
-    return fields
-
-
-_COMBINED_COLUMNS = _combined_fields()
-_COMBINED_DDL = ", ".join(f"`{name}` {kind}" for name, kind in _COMBINED_COLUMNS.items())
-_ARROW_TYPES = {kind: arrow for arrow, kind in _SPARK_TYPES.items()}
-_COMBINED_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in _COMBINED_COLUMNS.items()])
-
-
 # --- on the driver --------------------------------------------------------------------------------------
-
-
-def _settings(cfg: LabelConfig, info: ModelInfo, segment_cfg: SegmentConfig) -> dict[str, Any]:
-    """Everything that changes the rows (not where or how Spark runs); a rerun must match it."""
-    return {
-        "format": _FORMAT_VERSION,
-        "engine": "spark",
-        "model": asdict(info),
-        "label": cfg.model_dump(mode="json", exclude={"output", "rejects", "threads", "overwrite", "engine", "spark"}),
-        "segment": segment_cfg.model_dump(mode="json", exclude={"input", "output", "rejects"}),
-    }
-
-
-def _open_partial(partial: Path, settings: dict[str, Any]) -> None:
-    """Create `<output>.partial/`, or check that the one there was started with the same settings."""
-    manifest = partial / _MANIFEST
-    if manifest.is_file():
-        stored = json.loads(manifest.read_text(encoding="utf-8"))
-        changed = setting_differences(stored, settings)
-        if changed:
-            raise LabelRunMismatch(
-                f"{partial}: an interrupted run with other arguments is there (differs in {', '.join(changed)}); "
-                f"rerun with the arguments it was started with, or delete {partial} to start over"
-            )
-        return
-    if partial.exists():  # killed before its manifest was written: nothing in it counts
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    tmp = partial / f".{_MANIFEST}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, manifest)
 
 
 _HADOOP_GLOB = re.compile(r"([\\{}\[\]*?])")
@@ -321,7 +145,7 @@ def _label_job(
     partitions = cfg.spark.partitions or sc.defaultParallelism
     session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.batch_documents))
     numbered = sc.parallelize(list(enumerate(sources)), max(1, min(len(sources), partitions)))
-    items = session.createDataFrame(numbered.flatMap(_read_items), _ITEMS_DDL)
+    items = session.createDataFrame(numbered.flatMap(read_items), ITEMS_DDL)
     # a usable document whose id an earlier usable one has is rejected, as the local engine does
     key = F.when(F.col("screened"), F.col("doc_id"))
     rank = F.row_number().over(Window.partitionBy(key).orderBy("file_no", "item_no"))
@@ -329,7 +153,7 @@ def _label_job(
     labelled = (
         items.repartition(partitions, "file_no", "item_no")
         .sortWithinPartitions("file_no", "item_no")
-        .mapInArrow(_LabelPartitions(folder.name, info, cfg, segment_cfg), _COMBINED_DDL)
+        .mapInArrow(LabelPartitions(folder.name, info, cfg, segment_cfg), COMBINED_DDL)
     )
     labelled.write.mode("overwrite").partitionBy("table").parquet(str(target))
 
@@ -339,9 +163,9 @@ def _write_table(session: Any, staged: Path, schema: pa.Schema, target: Path) ->
     from pyspark.sql import functions as F
 
     frame = session.read.parquet(hadoop_literal(staged)) if staged.exists() else None
-    columns = [F.col(f"`{f.name}`").cast(_SPARK_TYPES[f.type]).alias(f.name) for f in schema]
+    columns = [F.col(f"`{f.name}`").cast(SPARK_TYPES[f.type]).alias(f.name) for f in schema]
     if frame is None:
-        frame = session.createDataFrame([], ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in schema))
+        frame = session.createDataFrame([], ", ".join(f"`{f.name}` {SPARK_TYPES[f.type]}" for f in schema))
     else:
         frame = frame.orderBy(*_ORDER).select(*columns)
     frame.write.mode("overwrite").parquet(str(target))
@@ -392,9 +216,10 @@ def label_documents_spark(
     with tempfile.TemporaryDirectory(prefix="ct-label-model-") as download:
         folder, info = _model_folder(cfg, Path(download))
         partial.parent.mkdir(parents=True, exist_ok=True)
-        settings = _settings(cfg, info, segment_cfg)
+        # the settings name this engine whatever `cfg.engine` says: this function is the Spark engine
+        settings = run_settings(cfg.model_copy(update={"engine": "spark"}), info, segment_cfg)
         check_finished_output(paths, settings, cfg.overwrite)  # before Spark starts: a refusal is quick
-        _open_partial(partial, settings)
+        open_work_folder(partial, settings)
         started = time.perf_counter()
         own_session = session is None
         session = session or spark_session(cfg.spark)
@@ -412,7 +237,7 @@ def label_documents_spark(
             sentences = _write_table(session, staged / "table=sentence", SENTENCE_SCHEMA, final / "sentences")
             labelled = _write_table(session, staged / "table=summary", SUMMARY_SCHEMA, final / "summary")
             rejects = _write_rejects(session, staged / "table=reject", final / "rejects.jsonl")
-            (final / "run.json").write_text((partial / _MANIFEST).read_text(encoding="utf-8"), encoding="utf-8")
+            (final / "run.json").write_text((partial / MANIFEST).read_text(encoding="utf-8"), encoding="utf-8")
         finally:
             if own_session:
                 session.stop()
