@@ -38,7 +38,7 @@ import pandas as pd
 import requests
 
 from pipeline.config import load_config
-from pipeline.serve import resolve_served_model
+from pipeline.registry import pin_model_uri
 from pipeline.tracking import configure_tracking
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -130,7 +130,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     configure_tracking(load_config(args.config).tracking)
-    served = resolve_served_model(args.model)
+    served = pin_model_uri(args.model)
     document = {"id": "bench-1", "text": constructed_answer(args.sentences)}
     frame = pd.DataFrame([document])
     model = mlflow.pyfunc.load_model(served.pinned)

@@ -172,9 +172,9 @@ def serve(
 
     The rows are batch labelling's rows. Stops on Ctrl-C.
     """
-    from mlflow.exceptions import MlflowException
-
     from pipeline import serve as serving
+    from pipeline.pyfunc import ModelLoadError
+    from pipeline.registry import ModelNotFound, pin_model_uri
     from pipeline.tracking import TrackingUnavailable, configure_tracking, redact
 
     overrides = list(set_ or [])
@@ -187,13 +187,13 @@ def serve(
     cfg = pipeline_config.serve
     try:
         uri = configure_tracking(pipeline_config.tracking)
-        served = serving.resolve_served_model(cfg.model or pipeline_config.label.model)
-    except (TrackingUnavailable, serving.ModelNotFound) as exc:
+        served = pin_model_uri(cfg.model or pipeline_config.label.model)
+    except (TrackingUnavailable, ModelNotFound) as exc:
         err.print(f"serve: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         app_ = serving.build_app(served, cfg.max_request_bytes)
-    except (MlflowException, OSError) as exc:
+    except (ModelLoadError, OSError) as exc:
         err.print(f"serve: cannot load {served.requested}: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     url = f"http://{cfg.host}:{cfg.port}"

@@ -296,3 +296,25 @@ def log_pyfunc(model_dir: Path, name: str, segment_cfg: SegmentConfig) -> Logged
             metadata={"model_kind": kind},
             tags={"model_kind": kind},
         )
+
+
+class ModelLoadError(RuntimeError):
+    """The model at a URI could not be loaded as a pyfunc; the message is MLflow's reason."""
+
+
+def scoring_app(model_uri: str, model_info: ModelInfo | None = None) -> Any:
+    """MLflow's scoring server app (`/invocations`, `/ping`, `/health`, `/version`) for the pyfunc at `model_uri`.
+
+    With `model_info` (a registered model's name and version), the rows name it as batch labelling's do,
+    not by the logged artifact the pyfunc knows itself by.
+    """
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ModelLoadError(str(exc)) from exc
+    python_model = model.unwrap_python_model()
+    if model_info is not None and isinstance(python_model, SentenceLabellerPyfunc):
+        python_model.model_info = model_info
+    return scoring_server.init(model)

@@ -12,8 +12,9 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow import MlflowClient
@@ -205,29 +206,65 @@ def resolve_model(uri_or_path: str, download_dir: Path | None = None) -> tuple[S
 
     if not uri_or_path.startswith(("models:/", "runs:/")):
         return model_from_folder(uri_or_path)
-    name, version, pinned = _registry_identity(uri_or_path, MlflowClient())
+    model = pin_model_uri(uri_or_path)
+    if model.name is None or model.version is None:
+        raise ValueError(
+            f"label.model {uri_or_path!r}: expected models:/<name>@<alias>, models:/<name>/<version> "
+            "or runs:/<run_id>/<model name>"
+        )
     if download_dir is None:
         download_dir = Path(tempfile.mkdtemp(prefix="ct-label-model-"))
         atexit.register(shutil.rmtree, download_dir, True)
-    folder = download_model_folder(pinned, Path(download_dir))
-    return load_model(folder), LabellingModelInfo(name=name, version=version, uri=uri_or_path)
+    folder = download_model_folder(model.pinned, Path(download_dir))
+    return load_model(folder), LabellingModelInfo(name=model.name, version=model.version, uri=uri_or_path)
 
 
-def _registry_identity(uri: str, client: Any) -> tuple[str, str, str]:
-    """(name, version, a URI pinned to that version) for a models:/ or runs:/ URI."""
+class ModelNotFound(LookupError):
+    """The model URI names a registered model, version or alias that the store does not hold."""
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A model URI and the URI pinned to what it names now; for a registered model (or a run's) its name and
+    version, as the labelled rows' `model_name` / `model_version` columns say them."""
+
+    requested: str
+    pinned: str
+    name: str | None = None
+    version: str | None = None
+
+
+def pin_model_uri(uri: str) -> PinnedModel:
+    """Pin `models:/NAME@ALIAS` (or check `models:/NAME/N`) to a version, so a moving alias cannot change answers.
+
+    `runs:/<run_id>/<name>` is named `<name>`, version `run-<run_id>`; anything else (a folder, a logged
+    model id) is kept as given, unnamed. Raises `ModelNotFound` with one line naming the model and what the
+    store holds instead.
+    """
     if uri.startswith("runs:/"):
         run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
-        if not run_id or not artifact:
-            raise ValueError(f"label.model {uri!r}: expected runs:/<run_id>/<model name>")
-        return artifact.strip("/"), f"run-{run_id}", uri
+        return PinnedModel(requested=uri, pinned=uri, name=artifact.strip("/") or None, version=f"run-{run_id}")
     rest = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ("@" in rest or "/" in rest):
+        return PinnedModel(requested=uri, pinned=uri)
+    client = MlflowClient()
+    name, alias, version = rest, None, None
     if "@" in rest:
         name, alias = rest.split("@", 1)
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    elif "/" in rest:
-        name, version = rest.split("/", 1)
-        if not version.isdigit():
-            raise ValueError(f"label.model {uri!r}: expected models:/<name>/<version number> or …@<alias>")
     else:
-        raise ValueError(f"label.model {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return name, version, f"models:/{name}/{version}"
+        name, version = rest.split("/", 1)
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        raise ModelNotFound(f"{uri}: no registered model {name!r} in this tracking store") from None
+    if alias is not None:
+        aliases = dict(registered.aliases or {})
+        if alias not in aliases:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise ModelNotFound(f"{uri}: model {name!r} has no alias {alias!r} (its aliases: {known})")
+        version = str(aliases[alias])
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ModelNotFound(f"{uri}: model {name!r} has no version {version!r}") from None
+    return PinnedModel(requested=uri, pinned=f"models:/{name}/{version}", name=name, version=str(version))

@@ -3,17 +3,19 @@
 The app is MLflow's (`mlflow.pyfunc.scoring_server.init`: `/invocations`, `/ping`, `/health`, `/version`,
 its request formats and its 4xx answers for malformed input), run in-process by uvicorn. The one thing
 added is a limit on the request body, checked before MLflow reads it, so an oversized request is refused
-with 413 and never parsed, segmented or labelled.
+with 413 and never parsed, segmented or labelled. MLflow itself is reached only through the registry (pinning
+the model URI) and the pyfunc module (loading it into the scoring app).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
+
+    from pipeline.registry import PinnedModel
 
     Scope = MutableMapping[str, Any]
     Message = MutableMapping[str, Any]
@@ -27,58 +29,6 @@ EXAMPLE_DOCUMENT = {
     "text": "Regeringen tillför 40 miljoner kronor till det förebyggande arbetet mot våldsbejakande extremism. "
     "En utredare ska se över reglerna för skydd av offentliga platser.",
 }
-
-
-class ModelNotFound(LookupError):
-    """The model URI names a registered model, version or alias that the store does not hold."""
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What the server answers with: the URI asked for, the URI pinned at start, and for a registered model
-    its name and version (what batch labelling writes into `model_name` / `model_version`)."""
-
-    requested: str
-    pinned: str
-    version: str | None
-    name: str | None = None
-
-
-def resolve_served_model(uri: str) -> ServedModel:
-    """Pin `models:/NAME@ALIAS` (or `models:/NAME/N`) to a version, so a moving alias cannot change answers.
-
-    Raises `ModelNotFound` with one line naming the model and what the store holds instead.
-    """
-    if uri.startswith("runs:/"):  # named as batch labelling names it
-        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
-        return ServedModel(requested=uri, pinned=uri, version=f"run-{run_id}", name=artifact.strip("/") or None)
-    rest = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or not ("@" in rest or "/" in rest):  # a folder, a logged model id
-        return ServedModel(requested=uri, pinned=uri, version=None)
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    name, alias, version = rest, None, None
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-    elif "/" in rest:
-        name, version = rest.split("/", 1)
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException:
-        raise ModelNotFound(f"{uri}: no registered model {name!r} in this tracking store") from None
-    if alias is not None:
-        aliases = dict(registered.aliases or {})
-        if alias not in aliases:
-            known = ", ".join(sorted(aliases)) or "none"
-            raise ModelNotFound(f"{uri}: model {name!r} has no alias {alias!r} (its aliases: {known})")
-        version = str(aliases[alias])
-    try:
-        client.get_model_version(name, str(version))
-    except MlflowException:
-        raise ModelNotFound(f"{uri}: model {name!r} has no version {version!r}") from None
-    return ServedModel(requested=uri, pinned=f"models:/{name}/{version}", version=str(version), name=name)
 
 
 class RequestSizeLimit:
@@ -146,23 +96,18 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def build_app(served: ServedModel, max_request_bytes: int) -> ASGIApp:
-    """MLflow's scoring app for the model, behind the request-size limit.
+def build_app(served: PinnedModel, max_request_bytes: int) -> ASGIApp:
+    """MLflow's scoring app for the pinned model (`pyfunc.scoring_app`), behind the request-size limit.
 
-    A registered model's rows name it as batch labelling's do (registered name and version), not by the
-    logged artifact the pyfunc knows itself by.
+    A registered model's rows name it as batch labelling's do (registered name and version).
     """
-    import mlflow
-    from mlflow.pyfunc import scoring_server
-
     from pipeline.labelling import ModelInfo
-    from pipeline.pyfunc import SentenceLabellerPyfunc
+    from pipeline.pyfunc import scoring_app
 
-    model = mlflow.pyfunc.load_model(served.pinned)
-    python_model = model.unwrap_python_model()
-    if served.name is not None and served.version is not None and isinstance(python_model, SentenceLabellerPyfunc):
-        python_model.model_info = ModelInfo(name=served.name, version=served.version, uri=served.requested)
-    return RequestSizeLimit(scoring_server.init(model), max_request_bytes)
+    info = None
+    if served.name is not None and served.version is not None:
+        info = ModelInfo(name=served.name, version=served.version, uri=served.requested)
+    return RequestSizeLimit(scoring_app(served.pinned, info), max_request_bytes)
 
 
 def example_request(url: str) -> str:

@@ -2,7 +2,8 @@
 
 Layers, highest first: cli -> run -> tracking -> evaluate, train, label -> models -> io, segment ->
 schema/config. A module imports only from its own layer or lower ones, and no two modules of a package import
-each other, directly or through others.
+each other, directly or through others. MLflow is imported only by the modules the `protected` contract
+allows (tracking, registry, pyfunc): the edge every other module goes through.
 """
 
 from __future__ import annotations
@@ -54,3 +55,13 @@ def test_the_layer_check_catches_an_upward_import() -> None:
     graph.add_import(importer="pipeline.io.jsonl", imported="pipeline.cli")
     illegal = graph.find_illegal_dependencies_for_layers(layers=["pipeline.cli", "pipeline.io"], containers=None)
     assert {(d.importer, d.imported) for d in illegal} == {("pipeline.io", "pipeline.cli")}
+
+
+def test_mlflow_is_imported_only_at_the_edge(contracts: list[dict]) -> None:
+    """The protected contract's allow-list is what the graph shows: the edge modules import mlflow (so the
+    contract sees it) and nothing else does."""
+    allowed = set(next(c for c in contracts if c["type"] == "protected")["allowed_importers"])
+    graph = grimp.build_graph("pipeline", include_external_packages=True, exclude_type_checking_imports=True)
+    importers = graph.find_modules_that_directly_import("mlflow")
+    assert {"pipeline.tracking", "pipeline.registry", "pipeline.pyfunc"} <= importers
+    assert sorted(importers - allowed) == []
