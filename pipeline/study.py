@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -137,11 +137,13 @@ def merge_results(earlier: Sequence[VariantResult], latest: Sequence[VariantResu
 
 
 def in_study_order(results: Sequence[VariantResult], config: PipelineConfig) -> list[VariantResult]:
-    """The reference first, then the variants as the study config lists them (unknown names dropped)."""
+    """The reference first, then the variants as the study config lists them (unknown names dropped), each
+    described as the config describes it now."""
     assert config.study is not None
-    names = [config.study.reference] + [v.name for v in config.study.variants if v.name != config.study.reference]
+    variants = {v.name: v for v in config.study.variants}
+    names = [config.study.reference] + [n for n in variants if n != config.study.reference]
     by_name = {r.name: r for r in results}
-    return [by_name[n] for n in names if n in by_name]
+    return [replace(by_name[n], description=variants[n].description) for n in names if n in by_name]
 
 
 def _interval(metrics: dict[str, float], key: str) -> str:
