@@ -61,7 +61,9 @@ def test_mlflow_is_imported_only_at_the_edge(contracts: list[dict]) -> None:
     """The protected contract's allow-list is what the graph shows: the edge modules import mlflow (so the
     contract sees it) and nothing else does."""
     allowed = set(next(c for c in contracts if c["type"] == "protected")["allowed_importers"])
-    graph = grimp.build_graph("pipeline", include_external_packages=True, exclude_type_checking_imports=True)
+    graph = grimp.build_graph(
+        "pipeline", include_external_packages=True, exclude_type_checking_imports=True, cache_dir=None
+    )
     importers = graph.find_modules_that_directly_import("mlflow")
     assert {"pipeline.tracking", "pipeline.registry", "pipeline.pyfunc"} <= importers
     assert sorted(importers - allowed) == []

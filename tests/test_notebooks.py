@@ -200,14 +200,14 @@ def test_experiment_review_notebook_runs(review_inputs):
     assert not _stderr(notebook), _stderr(notebook)[:2000]  # no progress bars, no warnings
 
     # the logged confusion matrices and reliability diagrams: each model's own, under its own name
-    from pipeline import review
+    from pipeline import review, run_history
 
     client = mlflow.MlflowClient(review_inputs.tracking_uri)
-    runs = review.load_runs(EXPERIMENT, review_inputs.tracking_uri)
+    runs = run_history.load_runs(EXPERIMENT, review_inputs.tracking_uri)
     scores = review.model_scores(runs)
     assert set(scores["model"]) == {"majority", "tfidf"}  # no run name posing as a model
-    evaluation = review.fetch_evaluation_run_ids(client, list(runs["run_id"]))[0]
-    images = review.fetch_evaluation_images(client, evaluation, review_inputs.root / "images")
+    evaluation = run_history.fetch_evaluation_run_ids(client, list(runs["run_id"]))[0]
+    images = run_history.fetch_evaluation_images(client, evaluation, review_inputs.root / "images")
     by_model: dict[str, dict[str, bytes]] = {}
     for png in images:
         by_model.setdefault(png.parent.name, {})[png.name] = png.read_bytes()
@@ -223,7 +223,7 @@ def test_experiment_review_notebook_runs(review_inputs):
     ]
     assert len(shown) == len(images) and len(set(shown)) == len(shown)  # the notebook shows distinct images
 
-    errors = review.fetch_confident_errors(client, evaluation, review_inputs.root / "errors", top=3)
+    errors = run_history.fetch_confident_errors(client, evaluation, review_inputs.root / "errors", top=3)
     assert list(errors.columns[:4]) == ["text", "gold", "predicted", "confidence"]
     assert set(errors["model"]) == {"majority", "tfidf"}  # every model's errors, not only the surest model's
 
