@@ -22,7 +22,6 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,86 +105,61 @@ def label_documents(
     too many labels. `LabelResult.timings` says where the time went (read, segment, tokenise, infer, rows,
     write).
     """
-    clock = StageClock()
-    with clock.measuring():
-        result = _label_documents(
-            cfg,
-            model,
-            model_info,
-            documents,
-            segment_cfg,
-            total_documents=total_documents,
-            show_progress=show_progress,
-            sentences=sentences,
-        )
-    return replace(result, timings=clock.report())
-
-
-def _label_documents(
-    cfg: LabelConfig,
-    model: SentenceModel,
-    model_info: ModelInfo,
-    documents: Iterable[Document | Any],
-    segment_cfg: SegmentConfig,
-    *,
-    total_documents: int | None = None,
-    show_progress: bool = True,
-    sentences: Iterable[Sentence] | None = None,
-) -> LabelResult:
-    """The run `label_documents` describes (and times)."""
     if cfg.chunk_documents < 1:
         raise ValueError(f"label.chunk_documents must be at least 1, got {cfg.chunk_documents}")
-    paths = LabelPaths.for_config(cfg)
-    partial = paths.partial
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    settings = run_settings(cfg, model_info, segment_cfg)
-    check_finished_output(paths, settings, cfg.overwrite)
-    open_work_folder(partial, settings)
-    discard_unfinished_chunks(partial)
-    predict = sentence_predictor(model, cfg)
-    if total_documents is None and show_progress:
-        total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
+    clock = StageClock()
+    with clock.measuring():
+        paths = LabelPaths.for_config(cfg)
+        partial = paths.partial
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        settings = run_settings(cfg, model_info, segment_cfg)
+        check_finished_output(paths, settings, cfg.overwrite)
+        open_work_folder(partial, settings)
+        discard_unfinished_chunks(partial)
+        predict = sentence_predictor(model, cfg)
+        if total_documents is None and show_progress:
+            total_documents = len(documents) if isinstance(documents, Sequence) else count_documents(cfg.input)
 
-    totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}
-    seen_ids: set[str] = set()
-    segmented = _SentenceGroups(sentences)
-    resumed = 0
-    n_chunks = 0
-    with _progress(show_progress, total_documents) as progress:
-        labelled_sentences, labelling_seconds = 0, 0.0
-        for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
-            n_chunks = k + 1
-            with phase("read"):
-                digest = chunk_digest(items)
-            card = committed_chunk(partial, k, digest, k * cfg.chunk_documents, len(items))
-            if card is not None:
-                seen_ids.update(item.id for item in items if isinstance(item, Document))
-                resumed += 1
-            else:
-                started = time.perf_counter()
-                ids = {item.id for item in items if isinstance(item, Document)}
-                tables = label_batch(
-                    items,
-                    predict,
-                    model_info,
-                    segment_cfg,
-                    max_chars=cfg.max_chars,
-                    seen_ids=seen_ids,
-                    segmented=segmented.take(ids),
-                )
-                with phase("write"):
-                    card = commit_chunk(partial, k, tables, digest)
-                labelled_sentences += card["sentences"]
-                labelling_seconds += time.perf_counter() - started
-            for key in totals:
-                totals[key] += card[key]
-            rate = f"{labelled_sentences / labelling_seconds:.0f}" if labelling_seconds > 0 else "-"
-            progress.set_postfix(sentences=totals["sentences"], per_second=rate, refresh=False)
-            progress.update(len(items))
+        totals = {"documents": 0, "labelled": 0, "sentences": 0, "rejected": 0, "warnings": 0}
+        seen_ids: set[str] = set()
+        segmented = _SentenceGroups(sentences)
+        resumed = 0
+        n_chunks = 0
+        with _progress(show_progress, total_documents) as progress:
+            labelled_sentences, labelling_seconds = 0, 0.0
+            for k, items in enumerate(_chunks(documents, cfg.chunk_documents)):
+                n_chunks = k + 1
+                with phase("read"):
+                    digest = chunk_digest(items)
+                card = committed_chunk(partial, k, digest, k * cfg.chunk_documents, len(items))
+                if card is not None:
+                    seen_ids.update(item.id for item in items if isinstance(item, Document))
+                    resumed += 1
+                else:
+                    started = time.perf_counter()
+                    ids = {item.id for item in items if isinstance(item, Document)}
+                    tables = label_batch(
+                        items,
+                        predict,
+                        model_info,
+                        segment_cfg,
+                        max_chars=cfg.max_chars,
+                        seen_ids=seen_ids,
+                        segmented=segmented.take(ids),
+                    )
+                    with phase("write"):
+                        card = commit_chunk(partial, k, tables, digest)
+                    labelled_sentences += card["sentences"]
+                    labelling_seconds += time.perf_counter() - started
+                for key in totals:
+                    totals[key] += card[key]
+                rate = f"{labelled_sentences / labelling_seconds:.0f}" if labelling_seconds > 0 else "-"
+                progress.set_postfix(sentences=totals["sentences"], per_second=rate, refresh=False)
+                progress.update(len(items))
 
-    with phase("write"):
-        join_chunks(partial, n_chunks, paths)
-        shutil.rmtree(partial)
+        with phase("write"):
+            join_chunks(partial, n_chunks, paths)
+            shutil.rmtree(partial)
     inference = model.inference_report()
     return LabelResult(
         **totals,
@@ -195,6 +169,7 @@ def _label_documents(
         resumed_chunks=resumed,
         quantization_disagreement=inference.disagreement,
         precision=inference.precision,
+        timings=clock.report(),
     )
 
 
