@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline import review
+from pipeline import review, review_plots
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -118,14 +118,14 @@ def render(inputs: ReportInputs) -> str:
         '<h2 id="ministers">Per minister: commitment types by strategy dimension</h2>',
         '<p class="note">Cells: sentences (share of the minister\'s sentences in that dimension). A sentence '
         "counts once for each dimension it has; <code>(none)</code>: no dimension.</p>",
-        _figure(review.plot_commitment_shares(_top(by_minister, "minister"), "minister", "Per minister")),
+        _figure(review_plots.plot_commitment_shares(_top(by_minister, "minister"), "minister", "Per minister")),
         _table(review.commitment_by_strategy_wide(by_minister, "minister").reset_index()),
         '<h2 id="answers">Per answer: commitment types by strategy dimension</h2>',
-        _figure(review.plot_commitment_shares(_top(by_answer, "doc_id"), "doc_id", "Per answer")),
+        _figure(review_plots.plot_commitment_shares(_top(by_answer, "doc_id"), "doc_id", "Per answer")),
         _answers_table(review.commitment_by_strategy_wide(by_answer, "doc_id"), titles),
         '<h2 id="time">Commitments over time</h2>',
         '<p class="note">Sentences per commitment type (not <code>none</code>) per year of the answer.</p>',
-        _figure(review.plot_over_time(over_time, "Commitment sentences per year")) if len(over_time) else "",
+        _figure(review_plots.plot_over_time(over_time, "Commitment sentences per year")) if len(over_time) else "",
         _table(over_time.reset_index()),
         '<h2 id="review">Check these first</h2>',
         f'<p class="note">The {len(first)} least confident sentences: <code>confidence</code> is the lower of the '

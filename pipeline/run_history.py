@@ -22,7 +22,6 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=[experiment], order_by=["start_time DESC"])
 
 
-
 def fetch_metric_history(
     client: MlflowClient,
     run_ids: Sequence[str],
