@@ -284,6 +284,7 @@ STAGE_EDGES: dict[str, Callable[[PipelineConfig], StageOutcome]] = {
 def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
     """Run `stages` in order under one parent MLflow run; stop at the first failed stage."""
     from pipeline import tracking
+    from pipeline.registry import ModelNotFound
 
     outcome = RunOutcome()
     try:
@@ -304,11 +305,12 @@ def run_stages(config: PipelineConfig, stages: list[str]) -> RunOutcome:
                     console.print(f"[green]{stage}[/green]: {result.message}", highlight=False)
         if "retrain" in stages:  # the gate opens its own run, after the stages it may depend on
             outcome.stages.append(_retrain(config))
-    except (ConfigError, FileNotFoundError, tracking.TrackingUnavailable, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, tracking.TrackingUnavailable, ModelNotFound, ValueError) as exc:
         if os.environ.get("PIPELINE_DEBUG"):
             raise
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        code = EXIT_CONFIG if isinstance(exc, ConfigError | tracking.TrackingUnavailable) else EXIT_FAILED
+        usage = ConfigError | tracking.TrackingUnavailable | ModelNotFound  # what the user asked for is not there
+        code = EXIT_CONFIG if isinstance(exc, usage) else EXIT_FAILED
         outcome.stages.append(StageOutcome("error", code, message=str(exc)))
     return outcome
 

@@ -182,6 +182,22 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "absent.yaml: config file not found" in result.stderr
 
 
+def test_label_with_an_alias_nobody_has_set_says_so_in_one_line(tmp_path: Path) -> None:
+    """The first `label --model ...@champion` before any retrain has promoted a model."""
+    write_sample(tmp_path / "data" / "sample")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "label:\n  model: models:/ct-sentence-labeller@champion\n  input: data/sample/answers\n"
+        "  output: runs/out.parquet\n",
+        encoding="utf-8",
+    )
+    result = cli(tmp_path, "label", "-c", str(config))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "champion" in errors[0] and "ct-sentence-labeller" in errors[0]
+
+
 def test_label_settings_are_checked_with_the_config_before_any_model_loads(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("label:\n  model: models:/nowhere@champion\n", encoding="utf-8")
