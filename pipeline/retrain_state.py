@@ -95,9 +95,9 @@ def last_completed(config: PipelineConfig) -> dict[str, object]:
     state = read_state(config.retrain.state_file)
     if state.get("data_digest"):
         return state
-    from pipeline import tracking
+    from pipeline import run_history
 
-    run = tracking.last_finished_run(config.experiment_name(), "retrain.data_digest")
+    run = run_history.last_finished_run(config.experiment_name(), "retrain.data_digest")
     if run is None:
         return {}
     finished = datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC)

@@ -341,7 +341,7 @@ def _describe(paths: list[Path], sentences: list) -> str:
 def study_command(config: PipelineConfig, command: str, only: Sequence[str] = ()) -> Path:
     """`ct-pipeline study`: the chosen variants trained, scored and logged (one run each); the table written
     from every variant's latest run in the study's experiment, so expensive variants can run one at a time."""
-    from pipeline import study, tracking
+    from pipeline import run_history, study, tracking
 
     assert config.study is not None
     experiment = f"study-{config.experiment_name()}"
@@ -351,7 +351,7 @@ def study_command(config: PipelineConfig, command: str, only: Sequence[str] = ()
     def log_variant(result: study.VariantResult, variant_config: PipelineConfig) -> None:
         tracking.log_study_variant(result, variant_config, reference)
 
-    earlier = [study.result_from_run(logged) for logged in tracking.study_runs(experiment, reference)]
+    earlier = [study.result_from_run(logged) for logged in run_history.study_runs(experiment, reference)]
     latest = study.run_study(config, log_variant, only)
     results = study.in_study_order(study.merge_results(earlier, latest), config)
     return study.write_table(config.study.table, study.study_table(results, reference, command))

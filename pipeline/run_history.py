@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -128,3 +129,38 @@ def fetch_model_versions(client: MlflowClient, run_ids: Sequence[str] | None = N
         )
     frame = pd.DataFrame(rows, columns=["name", "version", "aliases", "run_id", "created"])
     return frame.sort_values(["name", "version"], ascending=[True, False]).reset_index(drop=True)
+
+
+def last_finished_run(experiment: str, tag: str) -> mlflow.entities.Run | None:
+    """The newest finished run of `experiment` that carries a non-empty `tag`, or None."""
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{tag}` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
+def study_runs(experiment: str, reference: str) -> list[dict[str, Any]]:
+    """The latest finished run of each variant in a study's experiment (paired against the same reference),
+    as plain fields: name, description, overrides, metrics."""
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`study.reference` = '{reference}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        latest.setdefault(
+            run.info.run_name,
+            {
+                "name": run.info.run_name,
+                "description": run.data.tags.get("study.description", ""),
+                "overrides": run.data.params.get("variant.overrides", ""),
+                "metrics": dict(run.data.metrics),
+            },
+        )
+    return list(latest.values())

@@ -378,29 +378,6 @@ def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> No
         mlflow.set_tags({"study.description": result.description, "mlflow.note.content": result.description})
 
 
-def study_runs(experiment: str, reference: str) -> list[dict[str, Any]]:
-    """The latest finished run of each variant in a study's experiment (paired against the same reference),
-    as plain fields: name, description, overrides, metrics."""
-    runs = mlflow.search_runs(
-        experiment_names=[experiment],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`study.reference` = '{reference}'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
-    latest: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        latest.setdefault(
-            run.info.run_name,
-            {
-                "name": run.info.run_name,
-                "description": run.data.tags.get("study.description", ""),
-                "overrides": run.data.params.get("variant.overrides", ""),
-                "metrics": dict(run.data.metrics),
-            },
-        )
-    return list(latest.values())
-
-
 # --- evaluation -----------------------------------------------------------------------------------------
 
 
@@ -469,18 +446,6 @@ def log_file(path: Path, folder: str) -> None:
     """Log a file as an artifact under `folder`, if it exists (a stage may not have written it)."""
     if Path(path).is_file():
         mlflow.log_artifact(str(path), folder)
-
-
-def last_finished_run(experiment: str, tag: str) -> mlflow.entities.Run | None:
-    """The newest finished run of `experiment` that carries a non-empty `tag`, or None."""
-    runs = mlflow.search_runs(
-        experiment_names=[experiment],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`{tag}` != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    return runs[0] if runs else None
 
 
 def log_labelling(result: Any, cfg: Any, engine: str = "local") -> None:
