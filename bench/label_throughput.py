@@ -1,82 +1,59 @@
-"""Labelling throughput: the label stage against a transformers `pipeline("text-classification")` loop.
+"""Labelling throughput and memory: the label stage against a transformers `pipeline("text-classification")`.
 
-    python bench/label_throughput.py [--shapes small,base] [--threads 2] [--repeats 2]
-                                     [--small-sentences 800,3200] [--base-sentences 600]
+    python bench/label_throughput.py [--models small,base,ensemble] [--sizes 800,3200] [--threads 2]
 
-Same model weights, same sentences, same thread count, in one process; the CPU's SIMD flags are printed. Each
-model is first prepared as the train stage prepares it (`prepare_fast_inference`: ONNX export, fusion, int8,
-per-head agreement with float32 on dev sentences, `inference.json`), timed apart. For each model shape:
+One run, same weights, same sentences, same thread count; the CPU's SIMD flags are printed. Three models,
+each trained and prepared as the train stage prepares it (`prepare_saved_model`: ONNX export, fusion, int8,
+per-head agreement with float32 on dev sentences, `inference.json`; timed apart):
+
+- `small`: the small BERT alone (4 x 256): with PIPELINE_SHARED_DIR, the shared `sv-bert-mini-cpu-v2` backbone
+  fine-tuned one epoch on the first `--fit-sentences` gold train sentences; otherwise random weights;
+- `base`: BERT-base shape (12 x 768), random weights (a speed test; its labels mean nothing);
+- `ensemble`: a two-member model like the shipped one, built small: the small BERT (fine-tuned as above) and
+  TF-IDF + logistic regression, fixed weights 0.3 / 0.7.
+
+For each model and input size, every variant runs in a fresh Python process (so each peak RSS is its own):
 
 - `hf-pipeline`: transformers `pipeline("text-classification")`, batch 32, truncation to 128 tokens, over the
-  sentences in document order (a `BertForSequenceClassification` on the same encoder weights);
-- `predict fp32` / `predict onnx-fp32` / `predict onnx-int8`: inference only, the model's own length-sorted
-  token-budget batching, in PyTorch float32 and with each ONNX Runtime graph (whether or not its check passed);
-- `label none` / `label auto`: the whole stage (segmentation, duplicate caching, inference, chunk commits,
-  final parquet) in PyTorch float32 and with the default settings (the stored path that passed its check).
+  stage's sentences in document order, on a `BertForSequenceClassification` with the same encoder weights
+  (for the ensemble: its BERT member; the pipeline has no TF-IDF);
+- `label float32`: the whole stage (`label.quantize: none`: PyTorch float32);
+- `label default`: the whole stage with default settings (the stored path that passed its agreement check).
 
-Sentences/s is best of `--repeats` (the machine may be shared); peak RSS is sampled during each variant. With
-PIPELINE_SHARED_DIR set, the sentences are gold sentences joined into their documents, one sentence a line:
-the dev documents, then (past the 816 dev sentences) train documents, as a day's larger batch; the small shape
-is the shared `sv-bert-mini-cpu-v2` backbone fine-tuned for one epoch on the first `--fit-sentences` gold
-train sentences and checked on the first 816 dev sentences; otherwise constructed sentences, random weights
-and a tokenizer trained here. The base shape (12 x 768, BERT-base) always has random weights: a speed test.
+Sentences/s is the stage's (or the pipeline loop's) own wall time, model loading excluded. Peak RSS is the
+process's maximum resident set (imports and model included). "changed" is the share of sentences whose label
+differs between `label default` and `label float32`, per head. The `label` rows also say where the time went
+(`LabelResult.timings`). Inputs: with PIPELINE_SHARED_DIR, gold sentences joined into their documents, one
+sentence a line (dev documents, then train documents for larger sizes); otherwise constructed sentences.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import random
 import resource
-import shutil
-import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
-import psutil
-import torch
-
 from pipeline.config import BertSpec, LabelConfig, SegmentConfig, TokenizerConfig
-from pipeline.label import label_documents, model_from_folder
-from pipeline.models.agreement import cpu_flags, head_agreement, prepare_fast_inference
-from pipeline.models.backbone import quiet_transformers
-from pipeline.models.bert import BertTwoHeadModel
-from pipeline.models.onnx_runtime import OnnxTwoHeadNetwork, export_float_graph, quantize_int8
-from pipeline.schema import Document, LabelledSentence, SentenceText
+from pipeline.schema import Document, LabelledSentence
 
 SHAPES = {
-    "small": {
-        "hidden_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 1024,
-    },
-    "base": {
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-    },
+    "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
 MAX_LENGTH = 128
 HF_BATCH = 32
+ENSEMBLE_WEIGHTS = (0.3, 0.7)
 
 # Constructed sentences (written for this benchmark) for runs without the shared data.
 _SUBJECTS = ["Regeringen", "Säkerhetspolisen", "Myndigheten", "Kommunen", "Polisen", "Centret", "Utredaren"]
-_VERBS = [
-    "avsätter medel till",
-    "ska föreslå ändringar i",
-    "ger stöd till",
-    "har fått i uppdrag att samordna",
-]
+_VERBS = ["avsätter medel till", "ska föreslå ändringar i", "ger stöd till", "har fått i uppdrag att samordna"]
 _OBJECTS = [
     "det förebyggande arbetet mot våldsbejakande extremism",
     "skyddet av offentliga platser och kritisk infrastruktur",
@@ -84,19 +61,24 @@ _OBJECTS = [
     "anhöriga till personer som riskerar att radikaliseras",
     "kontrollen av sprängämnesprekursorer",
 ]
+_KINDS = ["funding", "pending_proposal", "support", "institution", "none"]
+
+
+def constructed_sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tail = " och ".join(rng.sample(_OBJECTS, rng.randint(0, 3)))
+        words = [rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)]
+        out.append(" ".join(words) + (f" samt {tail}" if tail else "") + ".")
+    return out
 
 
 def constructed_documents(n_sentences: int, seed: int = 0) -> list[Document]:
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(n_sentences):
-        words = [rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)]
-        tail = " och ".join(rng.sample(_OBJECTS, rng.randint(0, 3)))
-        sentences.append(" ".join(words) + (f" samt {tail}" if tail else "") + ".")
-    per_doc = 12
+    sentences = constructed_sentences(n_sentences, seed)
     return [
-        Document(id=f"bench-{i}", text="Stockholm den 1 juni 2021\n" + "\n".join(sentences[i : i + per_doc]))
-        for i in range(0, len(sentences), per_doc)
+        Document(id=f"bench-{i}", text="Stockholm den 1 juni 2021\n" + "\n".join(sentences[i : i + 12]))
+        for i in range(0, len(sentences), 12)
     ]
 
 
@@ -117,9 +99,15 @@ def gold_documents(shared: Path, n_sentences: int) -> list[Document]:
     return documents
 
 
-def gold_train(shared: Path) -> list[LabelledSentence]:
-    with open(shared / "gold" / "train.jsonl", encoding="utf-8") as handle:
-        return [LabelledSentence.model_validate_json(line) for line in handle]
+def training_sentences(shared: Path | None, n: int) -> list[LabelledSentence]:
+    if shared:
+        with open(shared / "gold" / "train.jsonl", encoding="utf-8") as handle:
+            return [LabelledSentence.model_validate_json(line) for line in handle][:n]
+    texts = constructed_sentences(min(n, 120), seed=2)
+    return [
+        LabelledSentence(id=f"b{i}", doc_id=f"b{i // 6}", text=t, strategy=[], commitment=_KINDS[i % 5])
+        for i, t in enumerate(texts)
+    ]
 
 
 # --- models ---------------------------------------------------------------------------------------------
@@ -127,12 +115,13 @@ def gold_train(shared: Path) -> list[LabelledSentence]:
 
 def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
     """A BertForMaskedLM folder of the given shape: the shared small backbone, or random weights."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     shared_small = shared / "models" / "sv-bert-mini-cpu-v2" if shared else None
-    folder = root / f"backbone-{shape}"
     if shape == "small" and shared_small and shared_small.is_dir():
         return shared_small
+    folder = root / f"backbone-{shape}"
     if shared_small and shared_small.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(str(shared_small))
         tokenizer.save_pretrained(str(folder))
@@ -140,257 +129,217 @@ def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
         from pipeline.models.mlm_corpus import train_tokenizer
 
         corpus = root / "corpus.txt"
-        corpus.write_text("\n".join(d.text for d in constructed_documents(3000, seed=1)), encoding="utf-8")
+        corpus.write_text("\n".join(constructed_sentences(3000, seed=1)), encoding="utf-8")
         tokenizer = train_tokenizer([corpus], TokenizerConfig(vocab_size=2000, min_frequency=1), folder)
     config = BertConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        **SHAPES[shape],
+        vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **SHAPES[shape]
     )
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(str(folder))
     return folder
 
 
-def build_model(shape: str, root: Path, shared: Path | None, fit_sentences: int) -> Path:
-    """A saved BertTwoHeadModel: fine-tuned one epoch on gold train (small + shared) or on a handful."""
-    backbone = build_backbone(shape, root, shared)
-    if shape == "small" and shared:
-        train = gold_train(shared)[:fit_sentences]
-    else:
-        texts = [d.text.split("\n")[1] for d in constructed_documents(96, seed=2)]
-        kinds = ["funding", "pending_proposal", "support", "institution", "none"]
-        train = [
-            LabelledSentence(id=f"b{i}", doc_id=f"b{i // 6}", text=t, strategy=[], commitment=kinds[i % 5])
-            for i, t in enumerate(texts[:16])
-        ]
-    spec = BertSpec(backbone=str(backbone), max_length=MAX_LENGTH, epochs=1, batch_size=32, learning_rate=1e-4)
+def build_model(name: str, root: Path, shared: Path | None, fit_sentences: int) -> Path:
+    """Train a model (`small`, `base` or `ensemble`), save it and prepare its fast path as training does."""
+    from pipeline.models.agreement import prepare_saved_model
+    from pipeline.models.backbone import quiet_transformers
+    from pipeline.models.bert import BertTwoHeadModel
+    from pipeline.models.ensemble import EnsembleModel
+    from pipeline.models.tfidf import TfidfModel
+
+    shape = "base" if name == "base" else "small"
+    spec = BertSpec(
+        backbone=str(build_backbone(shape, root, shared)), max_length=MAX_LENGTH, epochs=1, batch_size=32,
+        learning_rate=1e-4,
+    )  # fmt: skip
+    train = training_sentences(shared, fit_sentences if shape == "small" else 16)
     with quiet_transformers():
-        model = BertTwoHeadModel(spec).fit(train)
-    model.save(root / f"model-{shape}")
-    return root / f"model-{shape}"
+        if name == "ensemble":
+            members = [BertTwoHeadModel(spec), TfidfModel(min_df=1)]
+            model = EnsembleModel(members, weights=list(ENSEMBLE_WEIGHTS), combiner="weights").fit(train)
+        else:
+            model = BertTwoHeadModel(spec).fit(train)
+    folder = root / f"model-{name}"
+    model.save(folder)
+    dev_docs = gold_documents(shared, 816) if shared and shape == "small" else constructed_documents(400, seed=5)
+    dev = [
+        LabelledSentence(id=f"{d.id}-{i}", doc_id=d.id, text=t, strategy=[], commitment="none")
+        for d in dev_docs
+        for i, t in enumerate(d.text.split("\n"))
+        if t.strip()
+    ]
+    started = time.perf_counter()
+    cards = prepare_saved_model(model, folder, dev)
+    seconds = time.perf_counter() - started
+    for card in cards:
+        paths = {k: {"passed": v.get("passed"), **{x: v.get(x) for x in ("commitment_changed", "strategy_changed")}}
+                 for k, v in card["paths"].items()}  # fmt: skip
+        print(f"  {name}: prepared in {seconds:.0f} s; default {card['default']}; stored check on dev: {paths}")
+    return folder
 
 
-def hf_classifier(model: BertTwoHeadModel, encoder: Path) -> Callable[[list[str]], list]:
+def bert_member(folder: Path) -> Path:
+    """The folder of the model's BERT (the model itself, or the ensemble's BERT member)."""
+    card = json.loads((folder / "model.json").read_text())
+    if card["kind"] == "ensemble":
+        return next(folder / sub for sub in card["members"] if (folder / sub / "config.json").is_file())
+    return folder
+
+
+# --- the measured processes -----------------------------------------------------------------------------
+
+
+def peak_mb() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)."""
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_hf(job: dict) -> dict:
     """transformers' text-classification pipeline on the same encoder weights (own pooler + classifier)."""
+    import torch
     from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
+    from pipeline.models.backbone import quiet_transformers
+    from pipeline.models.bert import BertTwoHeadModel
+
+    torch.set_num_threads(job["threads"])
+    texts = json.loads(Path(job["texts"]).read_text(encoding="utf-8"))
+    encoder = Path(job["encoder"])
+    if not encoder.is_dir():
+        model = BertTwoHeadModel.load(Path(job["model"]))
+        with quiet_transformers():
+            model.network_.encoder.save_pretrained(str(encoder))
+            model.tokenizer.save_pretrained(str(encoder))
+        del model
     with quiet_transformers():
-        model.network_.encoder.save_pretrained(str(encoder))  # the encoder alone, as a plain BERT folder
-        model.tokenizer.save_pretrained(str(encoder))
         network = BertForSequenceClassification.from_pretrained(str(encoder), num_labels=5).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(encoder))
     classify = pipeline("text-classification", model=network, tokenizer=tokenizer, device=-1)
-
-    def run(texts: list[str]) -> list:
-        return list(classify(texts, batch_size=HF_BATCH, truncation=True, max_length=MAX_LENGTH))
-
-    return run
-
-
-# --- measuring ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def peak_rss() -> Iterator[list[int]]:
-    """Samples this process's RSS every 10 ms while the block runs; yields a one-item list with the peak."""
-    process, peak, stop = psutil.Process(), [psutil.Process().memory_info().rss], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.01):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        sampler.join()
-        peak[0] = max(peak[0], process.memory_info().rss)
-
-
-@dataclass
-class Variant:
-    name: str
-    run: Callable[[], int]  # returns how many sentences it labelled
-    setup: Callable[[], None] | None = None  # run before each measurement, not timed
-    seconds: list[float] = field(default_factory=list)
-    peak_mb: float = 0.0
-    sentences: int = 0
-
-    def measure(self) -> None:
-        if self.setup is not None:
-            self.setup()
-        with peak_rss() as peak:
-            started = time.perf_counter()
-            self.sentences = self.run()
-            self.seconds.append(time.perf_counter() - started)
-        self.peak_mb = max(self.peak_mb, peak[0] / 2**20)
-
-    @property
-    def rate(self) -> float:
-        return self.sentences / min(self.seconds)
-
-
-def onnx_graphs(model: BertTwoHeadModel, folder: Path) -> dict[str, Path]:
-    """Both ONNX graphs of the model (the model folder keeps only the one its check chose)."""
-    fp32 = export_float_graph(model.network_, folder)
-    return {"onnx-fp32": fp32, "onnx-int8": quantize_int8(fp32)}
-
-
-def bench_shape(
-    shape: str,
-    root: Path,
-    shared: Path | None,
-    sizes: list[int],
-    threads: int,
-    repeats: int,
-    fit_sentences: int,
-) -> list[dict]:
-    """One model of `shape`, prepared as training prepares it, measured on each input size."""
-    model_dir = build_model(shape, root, shared, fit_sentences)
-    model, _ = model_from_folder(str(model_dir))
-    dev_docs = gold_documents(shared, 816) if shared and shape == "small" else constructed_documents(400, seed=5)
-    dev = [SentenceText(text=t) for d in dev_docs for t in d.text.split("\n") if t.strip()]
     started = time.perf_counter()
-    card = prepare_fast_inference(model, model_dir, dev)
-    card["prepare_seconds"] = round(time.perf_counter() - started, 1)
-    graphs = onnx_graphs(model, root / f"graphs-{shape}")
-    classify = hf_classifier(model, root / f"encoder-{shape}")
-    return [
-        bench_size(shape, root, shared, n, threads, repeats, fit_sentences, model_dir, model, classify, graphs, card)
-        for n in sizes
-    ]
+    out = list(classify(texts, batch_size=HF_BATCH, truncation=True, max_length=MAX_LENGTH))
+    seconds = time.perf_counter() - started
+    return {"sentences": len(out), "seconds": seconds, "peak_mb": peak_mb()}
 
 
-def bench_size(
-    shape: str,
-    root: Path,
-    shared: Path | None,
-    n_sentences: int,
-    threads: int,
-    repeats: int,
-    fit_sentences: int,
-    model_dir: Path,
-    model: BertTwoHeadModel,
-    classify: Callable[[list[str]], list],
-    graphs: dict[str, Path],
-    card: dict,
-) -> dict:
-    documents = gold_documents(shared, n_sentences) if shared else constructed_documents(n_sentences)
-    segment_cfg = SegmentConfig()
-    out = root / f"out-{shape}"
+def worker_label(job: dict) -> dict:
+    from pipeline.io.documents import read_documents
+    from pipeline.label import label_documents, model_from_folder
 
-    def label(quantize: str) -> Variant:
-        fresh: list = []
-
-        def setup() -> None:  # the label stage may swap the model's network: a fresh copy each run
-            fresh[:] = model_from_folder(str(model_dir))
-
-        def run() -> int:
-            shutil.rmtree(out, ignore_errors=True)
-            cfg = LabelConfig(output=out / f"{quantize}.parquet", threads=threads, quantize=quantize)
-            result = label_documents(cfg, fresh[0], fresh[1], documents, segment_cfg, show_progress=False)
-            fresh.append(result.precision)
-            return result.sentences
-
-        return Variant(f"label {quantize}", run, setup=setup)
-
-    # The stage's own sentences are what every variant labels.
-    first = label("none")
-    first.setup()
-    first.run()
-    rows = pd.read_parquet(out / "none.parquet")
-    texts = list(rows.text)
-    inputs = [SentenceText(text=t) for t in texts]
-    fast = {name: onnx_model(model, graph, threads) for name, graph in graphs.items()}
-    auto = label("auto")
-    variants = [
-        Variant("hf-pipeline", lambda: len(classify(texts))),
-        Variant("predict fp32", lambda: len(model.predict_proba(inputs).commitment)),
-        *[Variant(f"predict {name}", _predictor(m, inputs)) for name, m in fast.items()],
-        label("none"),
-        auto,
-    ]
-    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every variant alike
-        for variant in variants:
-            variant.measure()
-
-    reference = model.predict_proba(inputs)
-    agreement = {name: asdict(head_agreement(reference, m.predict_proba(inputs))) for name, m in fast.items()}
-    baseline = variants[0].rate
+    model, info = model_from_folder(job["model"])
+    cfg = LabelConfig(output=Path(job["output"]), threads=job["threads"], quantize=job["quantize"], overwrite=True)
+    started = time.perf_counter()
+    result = label_documents(cfg, model, info, read_documents(Path(job["input"])), SegmentConfig(), show_progress=False)
+    seconds = time.perf_counter() - started
     return {
-        "shape": shape,
-        "weights": f"sv-bert-mini-cpu-v2, fine-tuned 1 epoch on {fit_sentences} gold train sentences"
-        if shape == "small" and shared
-        else "random",
-        "sentences": len(texts),
-        "distinct": len(set(texts)),
-        "default_precision": card["default"],
-        "variants": [
-            {
-                "name": v.name,
-                "per_s": round(v.rate, 1),
-                "ratio": round(v.rate / baseline, 2),
-                "peak_mb": round(v.peak_mb),
-            }
-            for v in variants
-        ],
-        "stored_agreement_on_dev": {k: v for k, v in card["paths"].items()},
-        "agreement_with_fp32_on_this_input": agreement,
-        "prepare_seconds": card["prepare_seconds"],
-        "median_seconds": {v.name: round(statistics.median(v.seconds), 2) for v in variants},
+        "sentences": result.sentences,
+        "seconds": seconds,
+        "peak_mb": peak_mb(),
+        "precision": result.precision,
+        "timings": result.timings,
     }
 
 
-def onnx_model(model: BertTwoHeadModel, graph: Path, threads: int) -> BertTwoHeadModel:
-    fast = copy.copy(model)
-    fast.network_ = OnnxTwoHeadNetwork(graph, model.spec.pooling, threads)
-    return fast
+def run_worker(job: dict) -> dict:
+    """One variant in a fresh interpreter (nice 10: the machine is shared); its JSON result from stdout."""
+    done = subprocess.run(
+        ["nice", "-n", "10", sys.executable, __file__, "--worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {job['variant']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _predictor(model: BertTwoHeadModel, inputs: list[SentenceText]) -> Callable[[], int]:
-    return lambda: len(model.predict_proba(inputs).commitment)
+def changed(default: Path, reference: Path) -> dict[str, float]:
+    """Per head, the share of sentences whose label differs from float32's."""
+    import pandas as pd
+
+    a, b = pd.read_parquet(default), pd.read_parquet(reference)
+    strategy = [sorted(x) if not isinstance(x, str) else x for x in a.strategy]
+    strategy_ref = [sorted(x) if not isinstance(x, str) else x for x in b.strategy]
+    return {
+        "commitment": float((a.commitment.to_numpy() != b.commitment.to_numpy()).mean()),
+        "strategy": float(sum(x != y for x, y in zip(strategy, strategy_ref, strict=True)) / len(a)),
+    }
+
+
+def bench_model(name: str, folder: Path, root: Path, shared: Path | None, size: int, threads: int) -> dict:
+    from pipeline.io.jsonl import write_jsonl
+
+    documents = gold_documents(shared, size) if shared else constructed_documents(size)
+    inputs = root / f"input-{size}.jsonl"
+    write_jsonl(inputs, [d.model_dump(mode="json") for d in documents])
+    common = {"model": str(folder), "input": str(inputs), "threads": threads}
+    fp32 = run_worker({**common, "variant": "label", "quantize": "none", "output": str(root / f"{name}-fp32.parquet")})
+    import pandas as pd
+
+    texts = root / f"texts-{name}-{size}.json"
+    texts.write_text(json.dumps(list(pd.read_parquet(root / f"{name}-fp32.parquet").text)), encoding="utf-8")
+    member = bert_member(folder)
+    hf = run_worker(
+        {"variant": "hf", "model": str(member), "encoder": str(root / f"encoder-{name}"), "texts": str(texts),
+         "threads": threads}
+    )  # fmt: skip
+    auto = run_worker({**common, "variant": "label", "quantize": "auto", "output": str(root / f"{name}-auto.parquet")})
+    rate = {k: v["sentences"] / v["seconds"] for k, v in (("hf", hf), ("fp32", fp32), ("auto", auto))}
+    return {
+        "model": name,
+        "sentences": fp32["sentences"],
+        "hf": hf,
+        "fp32": fp32,
+        "auto": auto,
+        "per_s": {k: round(v, 1) for k, v in rate.items()},
+        "ratio": {k: round(v / rate["hf"], 2) for k, v in rate.items()},
+        "changed": changed(root / f"{name}-auto.parquet", root / f"{name}-fp32.parquet"),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def print_result(r: dict) -> None:
+    print(f"\n== {r['model']}, {r['sentences']} sentences (load average {r['load_average']})")
+    print(f"{'variant':<16}{'sentences/s':>12}{'x hf':>7}{'peak RSS MB':>13}  where the time went (s)")
+    for key, label in (("hf", "hf-pipeline"), ("fp32", "label float32"), ("auto", "label default")):
+        v = r[key]
+        times = ", ".join(f"{k} {s:.2f}" for k, s in v.get("timings", {}).items())
+        name = f"{label} ({v['precision']})" if key == "auto" else label
+        print(f"{name:<16}{r['per_s'][key]:>12.1f}{r['ratio'][key]:>7.2f}{v['peak_mb']:>13.0f}  {times}")
+    print(
+        f"labels changed vs float32: commitment {r['changed']['commitment']:.2%}, "
+        f"strategy {r['changed']['strategy']:.2%}"
+    )
+    print(json.dumps(r))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="small,base")
+    parser.add_argument("--models", default="small,base,ensemble")
+    parser.add_argument("--sizes", default="800,3200", help="comma-separated input sizes (sentences)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--small-sentences", default="800,3200", help="comma-separated input sizes")
-    parser.add_argument("--base-sentences", default="600", help="comma-separated input sizes")
-    parser.add_argument("--fit-sentences", type=int, default=1000, help="gold train sentences for the small model")
+    parser.add_argument("--fit-sentences", type=int, default=1000, help="gold train sentences for the small BERT")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)  # the transformers pipeline runs under the same setting
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(worker_hf(job) if job["variant"] == "hf" else worker_label(job)))
+        return
+    from pipeline.models.agreement import cpu_flags
+
     shared = Path(os.environ["PIPELINE_SHARED_DIR"]) if os.environ.get("PIPELINE_SHARED_DIR") else None
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {psutil.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}, shared data: {shared}"
-    )
+    print(f"{os.cpu_count()} CPUs, {args.threads} threads per variant, load average {os.getloadavg()[0]:.2f}, "
+          f"shared data: {shared}")  # fmt: skip
     print(f"CPU flags: {' '.join(cpu_flags()) or '(none of avx2/avx512/amx)'}")
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
-        for shape in args.shapes.split(","):
-            sizes = [int(n) for n in (args.small_sentences if shape == "small" else args.base_sentences).split(",")]
-            for result in bench_shape(shape, Path(tmp), shared, sizes, args.threads, args.repeats, args.fit_sentences):
-                print(
-                    f"\n== {shape} ({SHAPES[shape]['num_hidden_layers']}x{SHAPES[shape]['hidden_size']}, "
-                    f"{result['weights']}): {result['sentences']} sentences, {result['distinct']} distinct, "
-                    f"load average {os.getloadavg()[0]:.2f}"
-                )
-                print(f"default precision (stored check): {result['default_precision']}")
-                print(f"{'variant':<20}{'sentences/s':>12}{'x hf-pipeline':>15}{'peak RSS MB':>13}")
-                for v in result["variants"]:
-                    print(f"{v['name']:<20}{v['per_s']:>12.1f}{v['ratio']:>15.2f}{v['peak_mb']:>13}")
-                for mode, a in result["agreement_with_fp32_on_this_input"].items():
-                    print(
-                        f"{mode} vs fp32 on this input: commitment changed {a['commitment_changed']:.2%}, "
-                        f"strategy changed {a['strategy_changed']:.2%}"
-                    )
-                print(json.dumps(result))
-    print(f"\nprocess peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        root = Path(tmp)
+        for name in args.models.split(","):
+            folder = build_model(name, root, shared, args.fit_sentences)
+            for size in [int(n) for n in args.sizes.split(",")]:
+                print_result(bench_model(name, folder, root, shared, size, args.threads))
 
 
 if __name__ == "__main__":
