@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -132,11 +133,21 @@ def _write_parts(parts: Sequence[Path], schema: pa.Schema, tmp: Path, suffix: st
             if rows:
                 writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
     elif suffix == ".csv":
-        with pa_csv.CSVWriter(tmp, schema) as writer:
+        with pa_csv.CSVWriter(tmp, csv_schema(schema)) as writer:
             for part in parts:
-                writer.write_table(pq.read_table(part, schema=schema))
+                writer.write_table(csv_table(pq.read_table(part, schema=schema)))
     else:
         with open(tmp, "w", encoding="utf-8") as handle:
             for part in parts:
                 for row in pq.read_table(part, schema=schema).to_pylist():
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def csv_schema(schema: pa.Schema) -> pa.Schema:
+    """A CSV cell holds no list: list columns (`strategy`) become their items joined by ";" ("" for none)."""
+    return pa.schema([(f.name, pa.string() if pa.types.is_list(f.type) else f.type) for f in schema])
+
+
+def csv_table(table: pa.Table) -> pa.Table:
+    columns = [pc.binary_join(c, ";") if pa.types.is_list(c.type) else c for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=csv_schema(table.schema))

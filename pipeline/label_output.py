@@ -21,7 +21,7 @@ from pipeline.labelling import ModelInfo
 EXIT_ALL_LABELLED = 0
 EXIT_SOME_REJECTED = 3
 MANIFEST = "manifest.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: document facts as columns, strategy as a list
 
 
 @dataclass(frozen=True)

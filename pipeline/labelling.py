@@ -26,6 +26,7 @@ from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel
 from pipeline.schema import (
     COMMITMENT_LABELS,
     COMMITMENT_PROBABILITY_COLUMNS,
+    DOCUMENT_FACTS,
     LABELLED_DOCUMENT,
     LABELLED_ROW,
     STRATEGY_LABELS,
@@ -39,6 +40,7 @@ from pipeline.schema import (
     with_context,
 )
 from pipeline.screening import DUPLICATE_ID, screen_document
+from pipeline.segment import document_facts
 from pipeline.timing import phase
 
 REJECTED = "rejected"  # the document is not in the output
@@ -47,6 +49,7 @@ NOTE = "note"  # nothing lost, e.g. blank lines skipped in a JSONL input
 STAGE = "label"  # the `source` of rejects labelling decides
 SENTENCE_SCHEMA = arrow_schema(LABELLED_ROW)
 SUMMARY_SCHEMA = arrow_schema(LABELLED_DOCUMENT)
+DOCUMENT_FACT_COLUMNS = tuple(name for name, _ in DOCUMENT_FACTS)
 
 # Sentences in, probabilities out, with the sentences the model read only in part flagged (`truncated`).
 Predictor = Callable[[Sequence[SentenceText]], HeadProbabilities]
@@ -204,17 +207,25 @@ def predict_unique(predict: Predictor, sentences: Sequence[SentenceText]) -> Hea
     return predict(list(index)).rows(inverse)
 
 
-def sentence_table(sentences: Sequence[Sentence], probs: HeadProbabilities, info: ModelInfo) -> pa.Table:
-    """The labelled rows of `sentences` from their probabilities, by the one decision rule."""
+def sentence_table(
+    sentences: Sequence[Sentence],
+    probs: HeadProbabilities,
+    info: ModelInfo,
+    facts: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> pa.Table:
+    """The labelled rows of `sentences` from their probabilities, by the one decision rule; `facts` gives
+    each document's title, date, minister and question title by document id (None where not given)."""
     decisions = decide(probs)
+    by_doc = facts or {}
     columns: dict[str, Any] = {
         "doc_id": [s.doc_id for s in sentences],
+        **{c: [by_doc.get(s.doc_id, {}).get(c) for s in sentences] for c in DOCUMENT_FACT_COLUMNS},
         "index": [s.index for s in sentences],
         "start": [s.start for s in sentences],
         "end": [s.end for s in sentences],
         "role": [s.role for s in sentences],
         "text": [s.text for s in sentences],
-        "strategy": decisions.strategy_strings(),
+        "strategy": decisions.strategy_labels(),
         **{c: probs.strategy[:, j] for j, c in enumerate(STRATEGY_PROBABILITY_COLUMNS)},
         "commitment": decisions.commitment_labels(),
         **{c: probs.commitment[:, j] for j, c in enumerate(COMMITMENT_PROBABILITY_COLUMNS)},
@@ -272,7 +283,8 @@ def label_batch(
         over_token_limit = np.asarray(probs.truncated, dtype=bool)
         cut_by_force = np.fromiter((s.index in p.forced for p in prepared for s in p.sentences), bool, len(flat))
         probs.truncated = over_token_limit | cut_by_force  # a piece cut by force is a sentence cut, too
-        table = sentence_table(flat, probs, info)
+        facts = {p.document.id: document_facts(p.document) for p in prepared}
+        table = sentence_table(flat, probs, info, facts)
         summary_rows, warnings = _summaries(prepared, table, over_token_limit, info, rejects)
     return LabelledBatch(
         sentences=table,
@@ -295,7 +307,7 @@ def _summaries(
     """One summary row per labelled document, counting the labels its rows hold; sentences over the model's
     token limit are listed as warnings (appended to `rejects`). Returns the rows and the number of documents
     with warnings."""
-    strategy = [set(filter(None, value.split(";"))) for value in table["strategy"].to_pylist()]
+    strategy = [set(labels) for labels in table["strategy"].to_pylist()]
     commitment = table["commitment"].to_pylist()
     truncated = table["truncated"].to_pylist()
     warnings = len({r["id"] for r in rejects if r["severity"] == WARNING})
@@ -318,8 +330,7 @@ def _summaries(
         rows.append(
             {
                 "doc_id": p.document.id,
-                "title": p.document.title,
-                "date": p.document.date,
+                **document_facts(p.document),
                 "sentences": len(p.sentences),
                 **{f"strategy_{label}": sum(label in strategy[i] for i in span) for label in STRATEGY_LABELS},
                 "strategy_none": sum(not strategy[i] for i in span),

@@ -11,8 +11,9 @@ Input (a pandas DataFrame, one of):
 - sentences: columns `doc_id`, `text` (neighbours within a `doc_id` give context models their context);
 - sentences: column `text` alone (each sentence on its own).
 
-Output: the labelled-sentence row of batch labelling (`pipeline.schema.LABELLED_ROW`: offsets, role, text,
-labels, both heads' probabilities, `truncated`, `model_name`, `model_version`), from the same labelling
+Output: the labelled-sentence row of batch labelling (`pipeline.schema.LABELLED_ROW`: the document's title,
+date, minister and question title, offsets, role, text, labels (`strategy` a list), both heads'
+probabilities, `truncated`, `model_name`, `model_version`), from the same labelling
 function (`pipeline.labelling`). For documents, `start`/`end` index the original document text
 (`text[start:end]` is the passage; a row's `text` is that passage cleaned); a document with nothing to label
 has no rows and is logged as a warning and listed in the output frame's `attrs["rejects"]`
@@ -37,6 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 from pipeline import model_kinds as registry
 from pipeline.config import LabelConfig, SegmentConfig
@@ -52,6 +54,7 @@ from pipeline.labelling import (
 )
 from pipeline.schema import (
     COMMITMENT_LABELS,
+    DOCUMENT_FACTS,
     LABELLED_ROW,
     LABELLED_ROW_COLUMNS,
     STRATEGY_LABELS,
@@ -98,7 +101,13 @@ def signature() -> ModelSignature:
             ColSpec("string", "text"),
         ]
     )
-    outputs = Schema([ColSpec(_MLFLOW_TYPES[kind], name) for name, kind in LABELLED_ROW])
+    facts = {name for name, _ in DOCUMENT_FACTS}  # None where the document does not say
+    outputs = Schema(
+        [
+            ColSpec(Array("string") if kind is list else _MLFLOW_TYPES[kind], name, required=name not in facts)
+            for name, kind in LABELLED_ROW
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -159,6 +168,7 @@ class SentenceLabellerPyfunc(PythonModel):
             raise BadModelInput(str(exc)) from exc
         batch = self.label(frame)
         out = batch.sentences.to_pandas()
+        out["strategy"] = out["strategy"].map(list)  # plain lists of labels (Arrow gives numpy arrays)
         if batch.rejects:
             for reject in batch.rejects:
                 log.warning("document %r: %s (%s)", reject["id"], reject["reason"], reject["severity"])

@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.schema import (
     COMMITMENT_LABELS,
     COMMITMENT_PROBABILITY_COLUMNS,
+    DOCUMENT_FACTS,
     LABELLED_ROW_COLUMNS,
     STRATEGY_LABELS,
     STRATEGY_PROBABILITY_COLUMNS,
@@ -45,9 +46,12 @@ KEY_PARAMS: tuple[str, ...] = (
 STRATEGY_PROBABILITIES = STRATEGY_PROBABILITY_COLUMNS
 COMMITMENT_PROBABILITIES = COMMITMENT_PROBABILITY_COLUMNS
 # The columns review reads from a labelled-sentences file (`pipeline.schema.LABELLED_ROW`); files labelled before
-# the row gained `truncated` and the model columns still load.
+# the row gained `truncated`, the model columns and the document facts still load.
+FACT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in DOCUMENT_FACTS)
 LABELLED_COLUMNS: tuple[str, ...] = tuple(
-    c for c in LABELLED_ROW_COLUMNS if c not in ("start", "end", "role", "truncated", "model_name", "model_version")
+    c
+    for c in LABELLED_ROW_COLUMNS
+    if c not in ("start", "end", "role", "truncated", "model_name", "model_version", *FACT_COLUMNS)
 )
 _PER_CLASS = re.compile(
     r"^(?:(?P<model>.+)\.)?(?P<head>commitment|strategy)_(?P<measure>f1|precision|recall)_(?P<label>[a-z_]+)$"
@@ -196,7 +200,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix == ".jsonl":
-        return pd.read_json(path, lines=True)
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False)  # values as written
     if suffix == ".csv":
         return pd.read_csv(path, keep_default_na=False)
     raise ValueError(f"{path}: unknown format {suffix!r}; expected .parquet, .jsonl or .csv")
@@ -237,16 +241,16 @@ def load_summary(path: Path) -> pd.DataFrame | None:
 
 
 def answer_facts(sentences: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per answer: doc_id, title, minister, date, year.
+    """Per answer: doc_id, title, minister, date, question_title, year.
 
-    The summary's document metadata wins (`minister`, or `answer.minister` as ingest writes it); where it is
-    silent, the minister is read from the signature line and the date from the dateline ("Stockholm den 12
-    mars 2025") that the segmenter marked.
+    The rows' own columns (`title`, `date`, `minister`, `question_title`, written by `label`) win. Files
+    labelled before those columns existed fall back to the summary's document metadata (`minister`, or
+    `answer.minister`), then to the signature line and the dateline ("Stockholm den 12 mars 2025") that the
+    segmenter marked.
     """
     facts = pd.DataFrame({"doc_id": pd.unique(sentences["doc_id"])})
-    facts["title"] = None
-    facts["minister"] = None
-    facts["date"] = None
+    for column in FACT_COLUMNS:
+        facts[column] = None
     role = sentences["role"] if "role" in sentences else pd.Series("", index=sentences.index)
     for i, doc_id in enumerate(facts["doc_id"]):
         rows = sentences[sentences["doc_id"] == doc_id]
@@ -264,13 +268,18 @@ def answer_facts(sentences: pd.DataFrame, summary: pd.DataFrame | None = None) -
             metadata = _metadata(row.get("metadata"))
             answer = metadata.get("answer") if isinstance(metadata.get("answer"), dict) else {}
             questions = [q.get("title") for q in answer.get("questions") or [] if isinstance(q, dict)]
-            question_title = "; ".join(t for t in questions if t) or None
-            facts.at[i, "title"] = _first(
-                row.get("title"), metadata.get("title"), row.get("question_title"), question_title
-            )
-            minister = metadata.get("minister") or answer.get("minister")
+            question_title = _first(row.get("question_title"), "; ".join(t for t in questions if t) or None)
+            facts.at[i, "question_title"] = question_title
+            facts.at[i, "title"] = _first(row.get("title"), metadata.get("title"), question_title)
+            minister = _first(row.get("minister"), metadata.get("minister"), answer.get("minister"))
             facts.at[i, "minister"] = _first(minister, facts.at[i, "minister"])
             facts.at[i, "date"] = _first(row.get("date"), metadata.get("date"), facts.at[i, "date"])
+    own = [c for c in FACT_COLUMNS if c in sentences.columns]
+    if own:  # first value per answer that is present (groupby's `first` skips nulls)
+        given = sentences.replace({c: {"": None} for c in own}).groupby("doc_id", sort=False)[own].first()
+        for column in own:
+            values = facts["doc_id"].map(given[column])
+            facts[column] = [_first(v, old) for v, old in zip(values, facts[column], strict=True)]
     dates = pd.to_datetime(facts["date"], errors="coerce")
     facts["year"] = dates.dt.year.astype("Int64")
     facts["minister"] = facts["minister"].fillna("(unknown)")
@@ -316,7 +325,7 @@ def label_counts(sentences: pd.DataFrame, facts: pd.DataFrame, by: str = "doc_id
     """
     if by not in ("doc_id", *facts.columns):
         raise ValueError(f"cannot group by {by!r}; choose doc_id or one of {list(facts.columns)}")
-    frame = sentences.merge(facts, on="doc_id", how="left") if by != "doc_id" else sentences
+    frame = _with_facts(sentences, facts) if by != "doc_id" else sentences
     keys = frame[by].astype("string").fillna("(unknown)")
     out = pd.DataFrame({"sentences": frame.groupby(keys).size()})
     for label in STRATEGY_LABELS:
@@ -335,8 +344,9 @@ ANNOUNCEMENTS: tuple[str, ...] = ("funding", "pending_proposal")
 
 
 def _with_facts(sentences: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
-    columns = [c for c in facts.columns if c == "doc_id" or c not in sentences.columns]
-    return sentences.merge(facts[columns], on="doc_id", how="left")
+    """The sentences with their answer's facts (which already settled the rows' own fact columns)."""
+    own = [c for c in facts.columns if c != "doc_id" and c in sentences.columns]
+    return sentences.drop(columns=own).merge(facts, on="doc_id", how="left")
 
 
 def commitment_by_strategy(sentences: pd.DataFrame, facts: pd.DataFrame, by: str = "doc_id") -> pd.DataFrame:

@@ -172,10 +172,6 @@ class Decisions:
     def strategy_labels(self) -> list[list[str]]:
         return [[STRATEGY_LABELS[j] for j in np.flatnonzero(row)] for row in self.strategy]
 
-    def strategy_strings(self) -> list[str]:
-        """`;`-joined strategy labels, the form of the `strategy` column of every labelled table."""
-        return [";".join(labels) for labels in self.strategy_labels()]
-
     def commitment_labels(self) -> list[str]:
         return [COMMITMENT_LABELS[j] for j in self.commitment]
 
@@ -192,14 +188,24 @@ def decide(probs: HeadProbabilities) -> Decisions:
 # One definition of what batch labelling, the pyfunc, the REST server and the review notebooks read and
 # write; the Arrow schema and the MLflow signature are derived from it.
 
+# Who answered, when, and about what: on every sentence row and every summary row, each its own column
+# (None where the document does not say); `pipeline.segment.document_facts` reads them from a document.
+DOCUMENT_FACTS: tuple[tuple[str, type], ...] = (
+    ("title", str),
+    ("date", str),  # ISO date
+    ("minister", str),
+    ("question_title", str),  # the titles of the questions answered, "; "-joined
+)
+
 LABELLED_ROW: tuple[tuple[str, type], ...] = (
     ("doc_id", str),
+    *DOCUMENT_FACTS,
     ("index", int),
     ("start", int),  # offsets into the original document text (for bare sentences: 0 and len(text))
     ("end", int),
     ("role", str),
     ("text", str),
-    ("strategy", str),  # ";"-joined labels
+    ("strategy", list),  # the strategy labels set (a list of strings; empty when none)
     *((column, float) for column in STRATEGY_PROBABILITY_COLUMNS),
     ("commitment", str),
     *((column, float) for column in COMMITMENT_PROBABILITY_COLUMNS),
@@ -212,15 +218,14 @@ LABELLED_ROW_COLUMNS: tuple[str, ...] = tuple(name for name, _ in LABELLED_ROW)
 # One row per labelled document: counts per label, with the document's own metadata.
 LABELLED_DOCUMENT: tuple[tuple[str, type], ...] = (
     ("doc_id", str),
-    ("title", str),
-    ("date", str),
+    *DOCUMENT_FACTS,
     ("sentences", int),
     *((f"strategy_{label}", int) for label in STRATEGY_LABELS),
     ("strategy_none", int),  # sentences with no strategy dimension
     *((f"commitment_{label}", int) for label in COMMITMENT_LABELS),
     ("truncated", bool),  # the document was over label.max_chars and cut
     ("truncated_sentences", int),
-    ("metadata", str),  # the document's metadata as a JSON object (keys sorted)
+    ("metadata", str),  # all of the document's metadata, as a JSON object (keys sorted)
     ("model_name", str),
     ("model_version", str),
 )
@@ -230,5 +235,5 @@ def arrow_schema(row: Sequence[tuple[str, type]]) -> Any:
     """The Arrow schema of a row definition (a `pyarrow.Schema`)."""
     import pyarrow as pa
 
-    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), list: pa.list_(pa.string())}
     return pa.schema([(name, types[kind]) for name, kind in row])

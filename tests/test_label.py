@@ -74,7 +74,7 @@ def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp
     np.testing.assert_allclose(rows[[f"p_{x}" for x in STRATEGY_LABELS]].to_numpy(), probs.strategy)
     np.testing.assert_allclose(rows[[f"p_{x}" for x in COMMITMENT_LABELS]].to_numpy(), probs.commitment)
     assert list(rows.commitment) == probs.commitment_labels()
-    assert list(rows.strategy) == [";".join(labels) for labels in probs.strategy_labels()]
+    assert [list(labels) for labels in rows.strategy] == probs.strategy_labels()  # a list; empty when none
     assert set(rows.model_name) == {info.name} and set(rows.model_version) == {info.version}
     assert not rows.truncated.any()
 
@@ -86,11 +86,48 @@ def test_rows_and_summary_match_the_model_and_the_segmenter(tfidf_dir: Path, tmp
         for label in COMMITMENT_LABELS:
             assert line[f"commitment_{label}"] == (group.commitment == label).sum()
         for label in STRATEGY_LABELS:
-            assert line[f"strategy_{label}"] == group.strategy.str.split(";").apply(lambda x, y=label: y in x).sum()
-        assert line.strategy_none == (group.strategy == "").sum()
+            assert line[f"strategy_{label}"] == group.strategy.map(lambda x, y=label: y in x).sum()
+        assert line.strategy_none == group.strategy.map(len).eq(0).sum()
     first = summary.loc["svar-0000"]
     assert (first.title, first.date) == ("Svar på skriftlig fråga 0", "2021-05-26")
     assert json.loads(first.metadata) == {"constructed": True, "number": 0}
+    # every sentence row says which answer it is from: title and date as their own columns
+    assert set(rows[rows.doc_id == "svar-0000"].title) == {"Svar på skriftlig fråga 0"}
+    assert set(rows.date) == {"2021-05-26"}
+
+
+def test_who_answered_when_and_about_what_are_columns_of_both_files(tfidf_dir: Path, tmp_path: Path) -> None:
+    """Title, date, minister and question title: from the document's fields and metadata (as the Riksdag reader
+    gives them) or, for a bare text file, from its heading, dateline and signature; never a JSON string."""
+    model, info = model_from_folder(str(tfidf_dir))
+    fetched = Document(
+        id="riksdagen:HC11234",
+        title="Svar på fråga 2024/25:1234 om stöd till anhöriga",
+        date="2025-03-12",
+        text=PARAGRAPHS[0] + "\n\n" + PARAGRAPHS[2],
+        metadata={"minister": "Eva Konstruerad", "questions": [{"id": "2024/25:1234", "title": "Stöd till anhöriga"}]},
+    )
+    bare = Document(
+        id="svar.txt",
+        text="Svar på fråga 2024/25:1241 av Anna Exempel (M) Skydd av offentliga platser\n\n"
+        "Anna Exempel har frågat mig vilka åtgärder regeringen vidtar.\n\n" + PARAGRAPHS[1] + "\n\n"
+        "Stockholm den 12 mars 2025\n\nPer Påhittad",
+    )
+    plain = Document(id="notis.txt", text=PARAGRAPHS[2])
+    cfg = label_config(tmp_path, "facts.jsonl")
+    result = label_documents(cfg, model, info, [fetched, bare, plain], SegmentConfig(), show_progress=False)
+    expected = {
+        "riksdagen:HC11234": (fetched.title, "2025-03-12", "Eva Konstruerad", "Stöd till anhöriga"),
+        "svar.txt": ("Skydd av offentliga platser", "2025-03-12", "Per Påhittad", "Skydd av offentliga platser"),
+        "notis.txt": (None, None, None, None),
+    }
+    facts = ["title", "date", "minister", "question_title"]
+    rows = [json.loads(line) for line in result.output.read_text(encoding="utf-8").splitlines()]
+    summary = [json.loads(line) for line in result.summary.read_text(encoding="utf-8").splitlines()]
+    assert {r["doc_id"] for r in rows} == set(expected) == {r["doc_id"] for r in summary}
+    for row in rows + summary:
+        assert tuple(row[c] for c in facts) == expected[row["doc_id"]], row["doc_id"]
+    assert all(isinstance(r["strategy"], list) for r in rows) and [] in [r["strategy"] for r in rows]
 
 
 def test_sentences_the_segment_stage_cut_are_labelled_as_they_are(tfidf_dir: Path, tmp_path: Path) -> None:
@@ -131,12 +168,20 @@ def test_formats_hold_the_same_rows(tfidf_dir: Path, tmp_path: Path) -> None:
         assert result.summary.name == name.replace("l.", "l.summary.")
         reader = {
             ".parquet": pd.read_parquet,
-            ".jsonl": lambda p: pd.read_json(p, lines=True),
+            ".jsonl": lambda p: pd.read_json(p, lines=True, convert_dates=False),
             ".csv": pd.read_csv,
         }
-        frames[name] = reader[result.output.suffix](result.output).fillna({"strategy": ""})
-    pd.testing.assert_frame_equal(frames["l.parquet"], frames["l.jsonl"], check_dtype=False)
-    pd.testing.assert_frame_equal(frames["l.parquet"], frames["l.csv"], check_dtype=False)
+        frames[name] = reader[result.output.suffix](result.output)
+    # JSONL keeps the list; a CSV cell cannot hold one, so there the labels are joined by ";"
+    assert frames["l.jsonl"].strategy.map(type).eq(list).all()
+    pd.testing.assert_frame_equal(
+        frames["l.parquet"].assign(strategy=frames["l.parquet"].strategy.map(list)),
+        frames["l.jsonl"],
+        check_dtype=False,
+    )
+    joined = frames["l.parquet"].assign(strategy=frames["l.parquet"].strategy.map(";".join))
+    csv = frames["l.csv"].fillna({"strategy": "", "minister": "", "question_title": ""})
+    pd.testing.assert_frame_equal(joined.fillna({"minister": "", "question_title": ""}), csv, check_dtype=False)
     with pytest.raises(ValueError, match=r"unknown output format '\.xlsx'"):  # refused with the config
         label_config(tmp_path, "l.xlsx")
 

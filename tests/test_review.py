@@ -84,6 +84,24 @@ def test_answer_facts_reads_signature_and_dateline_then_prefers_summary(labelled
     assert facts.loc["b", "title"] == "Svar B"
 
 
+def test_answer_facts_take_the_rows_own_columns_first(labelled):
+    """Files labelled now carry title, date, minister and question title on every row; those win, and a row
+    without them (None) still falls back to the signature and dateline."""
+    sentences = review.load_labelled(labelled)
+    sentences["title"] = sentences["doc_id"].map({"a": "Svar på fråga A", "b": None})
+    sentences["date"] = sentences["doc_id"].map({"a": "2031-01-02", "b": None})
+    sentences["minister"] = sentences["doc_id"].map({"a": None, "b": "Eva Konstruerad"})
+    sentences["question_title"] = sentences["doc_id"].map({"a": "Fråga A", "b": None})
+    facts = review.answer_facts(sentences).set_index("doc_id")
+    assert facts.loc["a", ["title", "date", "minister", "question_title"]].tolist() == [
+        "Svar på fråga A", "2031-01-02", "Påhittad Minister", "Fråga A",
+    ]  # fmt: skip
+    assert facts.loc["a", "year"] == 2031
+    assert facts.loc["b", "minister"] == "Eva Konstruerad" and pd.isna(facts.loc["b", "title"])
+    per_minister = review.label_counts(sentences, facts, "minister")["sentences"].to_dict()
+    assert per_minister == {"Eva Konstruerad": 2, "Påhittad Minister": 5}
+
+
 def test_label_counts_per_answer_and_per_minister(labelled):
     sentences = review.load_labelled(labelled)
     facts = review.answer_facts(sentences)

@@ -148,7 +148,13 @@ def _tables_rows(batch: LabelledBatch, documents: list[tuple[tuple[int, int], Do
 
 # --- the combined output schema -------------------------------------------------------------------------
 
-SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.bool_(): "boolean"}
+SPARK_TYPES = {
+    pa.string(): "string",
+    pa.int64(): "long",
+    pa.float64(): "double",
+    pa.bool_(): "boolean",
+    pa.list_(pa.string()): "array<string>",
+}
 
 
 def _combined_fields() -> dict[str, str]:

@@ -9,6 +9,7 @@ from pipeline.segment.answer import (
     AnswerMetadata,
     assign_roles,
     describe_answer,
+    document_facts,
     parse_heading,
 )
 from pipeline.segment.clean import CleanedText, clean_text, clean_with_offsets
@@ -35,6 +36,7 @@ __all__ = [
     "clean_text",
     "clean_with_offsets",
     "describe_answer",
+    "document_facts",
     "parse_heading",
     "segment",
     "segment_document",

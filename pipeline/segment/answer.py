@@ -153,6 +153,34 @@ def attach_answer(document: Document, answer: AnswerMetadata | None) -> Document
     )
 
 
+def document_facts(document: Document) -> dict[str, str | None]:
+    """Who answered, when, and about what: the `title`, `date`, `minister` and `question_title` columns of
+    every labelled row, from the document's own fields first, then its metadata (ingest's, e.g. the Riksdag's),
+    then the structure of its text (`metadata["answer"]`: heading, dateline, signature). None where nothing
+    says."""
+    metadata = document.metadata
+    answer = metadata.get("answer") if isinstance(metadata.get("answer"), dict) else {}
+    question_title = _joined(answer.get("questions")) or _joined(metadata.get("questions"))
+    return {
+        "title": _text(document.title) or _text(metadata.get("title")) or question_title,
+        "date": _text(document.date) or _text(metadata.get("date")) or _text(answer.get("date")),
+        "minister": _text(metadata.get("minister")) or _text(answer.get("minister")),
+        "question_title": question_title,
+    }
+
+
+def _text(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _joined(questions: object) -> str | None:
+    """The titles of the questions answered, `; `-joined (questions given as ids only have none)."""
+    if not isinstance(questions, list):
+        return None
+    titles = [t for q in questions if isinstance(q, dict) and (t := _text(q.get("title")))]
+    return "; ".join(dict.fromkeys(titles)) or None
+
+
 _DETECT = object()  # assign_roles: look for the answer structure itself
 
 
