@@ -8,6 +8,7 @@ logged model's own F1 (the Models tab), the registered model's description and a
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -143,3 +144,17 @@ def test_registered_model_and_version_are_described(quickstart_on_server: str) -
     version = _api(quickstart_on_server, "model-versions/get", name=MODEL_NAME, version="1")["model_version"]
     assert version["description"].startswith(f"# Model card: {MODEL_NAME} (model)")
     assert "commitment_macro_f1" in version["description"] and "Known limits" in version["description"]
+
+
+@pytest.mark.slow
+def test_pretraining_logs_heldout_loss_once_per_step(quickstart_on_server: str) -> None:
+    """The pretrain run's held-out loss curve: one point per step (the summary does not repeat the last one)."""
+    _, runs = _runs(quickstart_on_server)
+    pretrain = [r for r in runs if _tags(r).get("stage") == "pretrain"]
+    assert len(pretrain) == 1
+    run_id = pretrain[0]["info"]["run_id"]
+    history = _api(quickstart_on_server, "metrics/get-history", run_id=run_id, metric_key="heldout_loss")["metrics"]
+    steps = [m["step"] for m in sorted(history, key=lambda m: (m["timestamp"], m["step"]))]
+    # in logging order the steps only grow (a summary at step 0 after the curve's last point would not)
+    assert steps and all(a < b for a, b in itertools.pairwise(steps)), steps
+    assert steps[-1] == int(_metrics(pretrain[0])["steps"])
