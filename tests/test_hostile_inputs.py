@@ -198,7 +198,13 @@ def test_ctrl_c_says_what_was_kept_and_a_rerun_resumes(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(ROOT)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=workdir,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a runner started in the background (`cmd &` in a script) ignores SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = out.with_name(out.name + ".partial")
     deadline = time.monotonic() + 300
