@@ -458,8 +458,16 @@ def test_bert_reads_long_sentences_whole_and_int8_stays_close(bert_dir: Path, tm
     assert not context_rows.truncated.any() and list(context_rows.text) == list(rows.text)
     assert context.exit_code == EXIT_ALL_LABELLED and context.warnings == 0
 
+    # int8 runs only within the 2% agreement tolerance and is refused beyond it; which of the two happens
+    # depends on how close this barely trained micro model's probabilities sit to its decision boundaries
+    from pipeline.labelling import QuantizationOutOfTolerance
+
     int8_cfg = label_config(tmp_path, "bert-int8.parquet", threads=1, quantize="dynamic-int8")
-    int8 = label_documents(int8_cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    try:
+        int8 = label_documents(int8_cfg, model, info, documents, SegmentConfig(), show_progress=False)
+    except QuantizationOutOfTolerance as refused:
+        assert str(refused).startswith("label.quantize=dynamic-int8: ")
+        return
     assert int8.quantization_disagreement is not None and int8.quantization_disagreement <= 0.02
     int8_rows = pd.read_parquet(int8.output)
     columns = [f"p_{x}" for x in (*STRATEGY_LABELS, *COMMITMENT_LABELS)]
