@@ -111,6 +111,8 @@ def _source(item: Path | str | TrainingSource) -> TrainingSource:
 
 
 def _selected(sentence: LabelledSentence, where: Mapping[str, Any]) -> bool:
+    if not where:
+        return True
     fields = sentence.model_dump()
     return all(key in fields and fields[key] == value for key, value in where.items())
 
