@@ -589,10 +589,16 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Pipelin
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> text; a list of sections (ensemble members, training sources) is flattened by index."""
     if isinstance(value, dict):
         out: dict[str, str] = {}
         for k, v in value.items():
             out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}.{i}"))
         return out
     return {prefix: str(value)}
 

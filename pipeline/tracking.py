@@ -24,7 +24,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import PipelineConfig, TrackingConfig, TrainingSource, dump_config
+from pipeline.config import PipelineConfig, TrackingConfig, TrainingSource, dump_config, flatten
 from pipeline.io.digest import file_digest
 from pipeline.schema import LabelledSentence
 
@@ -175,7 +175,7 @@ def git_commit(cwd: Path | None = None) -> str:
 def config_params(config: PipelineConfig) -> dict[str, str]:
     """The resolved config as flat `section.key` params, long values cut to `MAX_PARAM_CHARS`; a list of
     sections by index, as `--set` takes it (`train.model.members.0.learning_rate`), not one cut repr."""
-    return {key: _cut(value) for key, value in _flatten(config.model_dump(mode="json")).items()}
+    return {key: _cut(value) for key, value in config.flat().items()}
 
 
 def dataset_tags(config: PipelineConfig) -> dict[str, str]:
@@ -253,24 +253,10 @@ def model_params(spec: Any) -> dict[str, str]:
     """A model spec as flat params; an ensemble's members become `member0.learning_rate`, `member1.kind`, ..."""
     dumped = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else dict(spec)
     members = dumped.pop("members", None) or []
-    out = {key: _cut(value) for key, value in _flatten(dumped).items()}
+    out = {key: _cut(value) for key, value in flatten(dumped).items()}
     for i, member in enumerate(members):
-        out.update({f"member{i}.{key}": _cut(value) for key, value in _flatten(member).items()})
+        out.update({f"member{i}.{key}": _cut(value) for key, value in flatten(member).items()})
     return out
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        out = {}
-        for i, item in enumerate(value):
-            out.update(_flatten(item, f"{prefix}.{i}"))
-        return out
-    return {prefix: str(value)}
 
 
 def _cut(value: str) -> str:
