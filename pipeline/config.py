@@ -219,6 +219,9 @@ class EnsembleSpec(Section):
     # share costs TF-IDF about 0.03 macro-F1); the others keep the fit that the slice was held out from
     refit: list[str] = Field(default_factory=lambda: ["majority", "keyword", "tfidf"])
     tune_thresholds: bool = True
+    # weighted mixes: a temperature per head fitted on the selection slice, so that a confidence of 0.8 is
+    # right about 80% of the time (the stacker always fits its own); labels are unchanged by it
+    calibrate: bool = True
     seed: int = 13
 
     @field_validator("weights")
@@ -430,6 +433,10 @@ class StudyConfig(Section):
     reference: str  # the variant every other is compared with (paired bootstrap)
     variants: list[StudyVariant] = Field(min_length=1)
     table: Path = Path("runs/study/table.md")  # the generated Markdown table
+    # share of the documents of the study config's first training source (gold train) held out from every
+    # variant and scored as the selection set: the study's winner is chosen there, never on dev (0: off)
+    selection_fraction: float = Field(0.2, ge=0, lt=1)
+    selection_seed: int = 13
 
     @model_validator(mode="after")
     def _known_reference(self) -> StudyConfig:

@@ -292,3 +292,14 @@ def with_threshold_rule(gold: Sequence[LabelledSentence], probs: HeadProbabiliti
     if rule == "dev":
         return replace(probs, strategy_thresholds=tune_thresholds(probs.strategy, gold_arrays(gold)[1]))
     raise ValueError(f"threshold rule {rule!r}: expected one of {sorted(THRESHOLD_RULES)}")
+
+
+def head_macro_f1(gold: Sequence[LabelledSentence], probs: HeadProbabilities) -> dict[str, float]:
+    """Both heads' macro-F1 (point estimates, no resampling) by the one decision rule."""
+    check_probabilities(gold, probs, "head_macro_f1")
+    gold_c, gold_s = gold_arrays(gold)
+    pred_c, pred_s = decision_arrays(probs)
+    doc_codes = _document_codes([s.doc_id for s in gold])
+    counts = _document_counts(doc_codes, gold_c, pred_c, gold_s, pred_s)
+    scores = _metrics_from_counts(counts, np.ones((1, counts["sentences"].shape[0])))
+    return {metric: float(scores[metric][0]) for metric in HEADLINE_METRICS}

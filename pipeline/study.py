@@ -3,8 +3,11 @@
 Each variant is the study config with some `--set`-style overrides (another model, other training sources,
 other settings). Every variant is fitted by the same code as the train stage, so it learns nothing from dev;
 dev scores each one once, with document-bootstrap intervals, and every variant is compared with the
-reference variant over the same document resamples. One MLflow run per variant (in the experiment
-`study-<config name>`), and a Markdown table that docs/results.md takes as it is.
+reference variant over the same document resamples. Choosing among variants is a choice learned from data
+too, so it is not made on dev either: a share of the gold training documents (`study.selection_fraction`) is
+held out from every variant and scored as the selection set, and the table marks the variant that does best
+there. One MLflow run per variant (in the experiment `study-<config name>`), and a Markdown table that
+docs/results.md takes as it is.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from rich.console import Console
 
 from pipeline.config import PipelineConfig, StudyVariant, load_config
 from pipeline.evaluate import evaluate_model
-from pipeline.labelled_data import in_document_order, read_labelled, read_training_data, sentence_texts
-from pipeline.metrics import paired_differences
+from pipeline.labelled_data import (
+    grouped_split,
+    in_document_order,
+    read_labelled,
+    read_training_data,
+    sentence_texts,
+)
+from pipeline.metrics import head_macro_f1, paired_differences
 from pipeline.models.base import build_model
 from pipeline.schema import HeadProbabilities, LabelledSentence
 
@@ -38,6 +47,7 @@ class VariantResult:
     train_sentences: int
     fit_seconds: float
     metrics: dict[str, float]
+    selection: dict[str, float]  # head macro-F1 on the held-out selection documents (empty: no selection set)
     paired: dict[str, tuple[float, float, float]]  # head -> (difference, ci_low, ci_high) vs the reference
 
 
@@ -52,6 +62,7 @@ def result_from_run(logged: dict) -> VariantResult:
         train_sentences=int(metrics.get("train_sentences", 0)),
         fit_seconds=float(metrics.get("fit_seconds", 0.0)),
         metrics={k.removeprefix("dev_"): v for k, v in metrics.items() if k.startswith("dev_")},
+        selection={k.removeprefix("selection_"): v for k, v in metrics.items() if k.startswith("selection_")},
         paired={
             head: (
                 metrics[f"paired.{head}.diff"],
@@ -70,9 +81,25 @@ def variant_config(config: PipelineConfig, variant: StudyVariant) -> PipelineCon
     return load_config(config.source_file, [*config.overrides, *variant.set])
 
 
-def fit_variant(config: PipelineConfig) -> tuple[object, list[LabelledSentence], float]:
-    """Fit the variant's model on its training sources alone; (model, training sentences, seconds)."""
+def selection_documents(config: PipelineConfig) -> list[LabelledSentence]:
+    """The sentences of the held-out selection documents: `study.selection_fraction` of the documents of the
+    study config's first training source, drawn by `study.selection_seed` (none when the fraction is 0)."""
+    study = config.study
+    assert study is not None
+    if study.selection_fraction == 0:
+        return []
+    first_source, _ = read_training_data(config.data.train[:1])
+    _, held_out = grouped_split(first_source, study.selection_fraction, study.selection_seed)
+    return in_document_order(held_out)
+
+
+def fit_variant(
+    config: PipelineConfig, held_out: frozenset[str] = frozenset()
+) -> tuple[object, list[LabelledSentence], float]:
+    """Fit the variant's model on its training sources, less the held-out documents; (model, training
+    sentences, seconds)."""
     train, _ = read_training_data(config.data.train)
+    train = [s for s in train if s.doc_id not in held_out]
     started = time.perf_counter()
     model = build_model(config.train.model)
     model.fit(train)
@@ -91,6 +118,13 @@ def run_study(
         raise ValueError(f"unknown study variant(s) {unknown}; the study has {[v.name for v in study.variants]}")
     dev = in_document_order(read_labelled(config.data.dev))
     texts = sentence_texts(dev)
+    selection = selection_documents(config)
+    held_out = frozenset(s.doc_id for s in selection)
+    if selection:
+        console.print(
+            f"[bold]study[/bold] selection set: {len(selection)} sentences of {len(held_out)} documents of "
+            f"{config.data.train[0]}, held out from every variant"
+        )
     chosen = [v for v in study.variants if not only or v.name in only or v.name == study.reference]
     ordered = sorted(chosen, key=lambda v: v.name != study.reference)
     reference_probs: HeadProbabilities | None = None
@@ -98,7 +132,7 @@ def run_study(
     for i, variant in enumerate(ordered, 1):
         console.print(f"[bold]study[/bold] {i}/{len(ordered)} {variant.name}: {' '.join(variant.set) or '(base)'}")
         variant_cfg = variant_config(config, variant)
-        model, train, seconds = fit_variant(variant_cfg)
+        model, train, seconds = fit_variant(variant_cfg, held_out)
         probabilities = model.predict_proba(texts)  # type: ignore[attr-defined]
         report = evaluate_model(model, dev, variant_cfg.evaluate, variant.name)  # type: ignore[arg-type]
         if reference_probs is None:
@@ -118,6 +152,7 @@ def run_study(
             train_sentences=len(train),
             fit_seconds=seconds,
             metrics=report.metrics,
+            selection=selection_scores(model, selection),
             paired={h: (d.difference, d.ci_low, d.ci_high) for h, d in differences.items()},
         )
         console.print(
@@ -128,6 +163,22 @@ def run_study(
             log_variant(result, variant_cfg)
         results.append(result)
     return results
+
+
+def selection_scores(model: object, selection: Sequence[LabelledSentence]) -> dict[str, float]:
+    """Both heads' macro-F1 on the selection documents, by the model's own decision rule."""
+    if not selection:
+        return {}
+    probabilities = model.predict_proba(sentence_texts(selection))  # type: ignore[attr-defined]
+    return head_macro_f1(selection, probabilities)
+
+
+def selected_variant(results: Sequence[VariantResult]) -> str | None:
+    """The variant with the best mean of the two heads' macro-F1 on the selection documents."""
+    scored = [r for r in results if all(h in r.selection for h in HEADS)]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: sum(r.selection[h] for h in HEADS)).name
 
 
 def merge_results(earlier: Sequence[VariantResult], latest: Sequence[VariantResult]) -> list[VariantResult]:
@@ -156,20 +207,31 @@ def _paired(value: tuple[float, float, float]) -> str:
     return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]{mark}"
 
 
+def _selection(r: VariantResult) -> str:
+    if not all(h in r.selection for h in HEADS):
+        return "—"
+    return " / ".join(f"{r.selection[h]:.3f}" for h in HEADS)
+
+
 def study_table(results: Sequence[VariantResult], reference: str, command: str) -> str:
     """The Markdown table of a study (dev macro-F1 with 95% document-bootstrap intervals)."""
+    chosen = selected_variant(results)
     lines = [
         f"Produced by `{command}`. Dev scored once per variant; nothing was chosen on dev. Intervals: 95%,",
         f"documents resampled; paired differences against `{reference}` on the same resamples",
-        "(✓ interval above zero, ✗ below).",
+        "(✓ interval above zero, ✗ below). `selection`: commitment / strategy macro-F1 on the gold training",
+        "documents held out from every variant; ★ marks the best mean there, the study's pick"
+        + (f" (`{chosen}`)." if chosen else "."),
         "",
-        "| variant | what | train sentences | commitment macro-F1 | strategy macro-F1 | Δ commitment | "
+        "| variant | what | train sentences | selection | commitment macro-F1 | strategy macro-F1 | Δ commitment | "
         "Δ strategy | commitment ECE | fit s |",
-        "|---|---|---:|---|---|---|---|---:|---:|",
+        "|---|---|---:|---|---|---|---|---|---:|---:|",
     ]
     for r in results:
+        star = " ★" if r.name == chosen else ""
         lines.append(
-            f"| `{r.name}` | {r.description} | {r.train_sentences} | {_interval(r.metrics, 'commitment_macro_f1')} | "
+            f"| `{r.name}`{star} | {r.description} | {r.train_sentences} | {_selection(r)} | "
+            f"{_interval(r.metrics, 'commitment_macro_f1')} | "
             f"{_interval(r.metrics, 'strategy_macro_f1')} | {_paired(r.paired['commitment_macro_f1'])} | "
             f"{_paired(r.paired['strategy_macro_f1'])} | {r.metrics['commitment_ece']:.3f} | {r.fit_seconds:.0f} |"
         )

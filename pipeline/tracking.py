@@ -354,6 +354,7 @@ def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> No
         mlflow.log_metrics(
             {
                 **{f"dev_{k}": v for k, v in result.metrics.items()},
+                **{f"selection_{k}": v for k, v in result.selection.items()},
                 **{f"paired.{head}.diff": d for head, (d, _, _) in result.paired.items()},
                 **{f"paired.{head}.ci_low": low for head, (_, low, _) in result.paired.items()},
                 **{f"paired.{head}.ci_high": high for head, (_, _, high) in result.paired.items()},

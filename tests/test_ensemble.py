@@ -60,7 +60,8 @@ def ensemble_spec(backbone: Path, weights: list[float]) -> EnsembleSpec:
         threads=1,
         seed=7,
     )
-    return EnsembleSpec(members=[bert, TfidfSpec(min_df=1, threshold_folds=0)], weights=weights)
+    # the raw mix (no temperature), so the tests below can check it is the weighted mean
+    return EnsembleSpec(members=[bert, TfidfSpec(min_df=1, threshold_folds=0)], weights=weights, calibrate=False)
 
 
 @pytest.fixture(scope="module")

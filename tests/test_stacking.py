@@ -126,3 +126,22 @@ def test_learned_weights_favour_the_informative_member_and_reload(tmp_path: Path
     inputs = sentence_texts(in_document_order(DEV))
     np.testing.assert_allclose(again.predict_proba(inputs).commitment, model.predict_proba(inputs).commitment)
     np.testing.assert_array_equal(again.weights, model.weights)
+
+
+def test_a_calibrated_mix_keeps_its_labels_and_its_temperatures_reload(tmp_path: Path) -> None:
+    members = [TfidfSpec(min_df=1, tune_thresholds=False), KeywordSpec()]
+    inputs = sentence_texts(in_document_order(DEV))
+    raw = EnsembleModel.from_spec(EnsembleSpec(members=members, weights=[0.7, 0.3], calibrate=False)).fit(TRAIN)
+    calibrated = EnsembleModel.from_spec(EnsembleSpec(members=members, weights=[0.7, 0.3])).fit(TRAIN)
+    assert calibrated.commitment_temperature_ != 1.0 and calibrated.strategy_temperature_ != 1.0
+    before, after = raw.predict_proba(inputs), calibrated.predict_proba(inputs)
+    np.testing.assert_allclose(after.commitment.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(after.commitment.argmax(1), before.commitment.argmax(1))  # same labels
+    assert np.abs(after.commitment - before.commitment).max() > 1e-3  # other confidences
+    calibrated.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    assert card["commitment_temperature"] == calibrated.commitment_temperature_
+    again = load_model(tmp_path / "m").predict_proba(inputs)
+    np.testing.assert_allclose(again.commitment, after.commitment)
+    np.testing.assert_allclose(again.strategy, after.strategy)
+    np.testing.assert_array_equal(again.strategy_thresholds, after.strategy_thresholds)

@@ -52,6 +52,9 @@ def test_study_trains_scores_and_logs_every_variant(tmp_path: Path) -> None:
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["tfidf", "majority", "tfidf-half"]  # reference first
     assert "+0.000 [+0.000, +0.000]" in rows[0]  # the reference against itself
+    # the pick is made on gold training documents held out from every variant, never on dev
+    assert "selection set:" in result.stderr and sum("★" in row for row in rows) == 1
+    assert "★" not in rows[1]  # the majority baseline is not the pick
     assert "✗" in rows[1]  # the majority baseline is worse, with an interval below zero
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/runs/mlflow.db")
     experiment = client.get_experiment_by_name("study-study")
@@ -60,6 +63,7 @@ def test_study_trains_scores_and_logs_every_variant(tmp_path: Path) -> None:
     half = runs["tfidf-half"].data
     assert half.metrics["train_sentences"] < runs["tfidf"].data.metrics["train_sentences"]
     assert 0 <= half.metrics["dev_commitment_macro_f1"] <= 1 and "paired.strategy_macro_f1.ci_low" in half.metrics
+    assert 0 <= half.metrics["selection_strategy_macro_f1"] <= 1
     assert half.params["variant.overrides"].startswith("data.train=")
 
     # one variant again (with the reference): the table still holds every variant, from their latest runs
@@ -79,3 +83,25 @@ def test_a_study_must_name_a_known_reference(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(STUDY.replace("reference: tfidf", "reference: nope"), encoding="utf-8")
     with pytest.raises(ConfigError, match="reference 'nope' is not one of the variants"):
         load_config(tmp_path / "s.yaml")
+
+
+def test_no_variant_trains_on_the_selection_documents(tmp_path: Path) -> None:
+    from pipeline.labelled_data import read_labelled
+    from pipeline.study import fit_variant, selection_documents, variant_config
+
+    write_sample(tmp_path / "data" / "sample")
+    (tmp_path / "study.yaml").write_text(STUDY, encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        config = load_config(Path("study.yaml"))
+        selection = selection_documents(config)
+        held_out = frozenset(s.doc_id for s in selection)
+        all_docs = {s.doc_id for s in read_labelled(config.data.train[0].path)}
+        assert held_out and held_out < all_docs
+        _, train, _ = fit_variant(variant_config(config, config.study.variants[2]), held_out)  # tfidf-half
+        assert train and not held_out & {s.doc_id for s in train}
+        off = load_config(Path("study.yaml"), ["study.selection_fraction=0"])
+        assert selection_documents(off) == []
+    finally:
+        os.chdir(cwd)

@@ -25,7 +25,7 @@ from pipeline.models.base import (
     read_model_json,
     write_model_json,
 )
-from pipeline.models.stacking import Stacker, fit_stacker, learn_weights
+from pipeline.models.stacking import Stacker, fit_stacker, fit_temperature, learn_weights, log_odds
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -78,6 +78,7 @@ class EnsembleModel:
         seed: int = 13,
         stacker_balanced: bool = True,
         refit: Sequence[str] = (),
+        calibrate: bool = False,
     ) -> None:
         combiner = combiner or ("weights" if weights is not None else "stacker")
         if combiner == "weights":
@@ -101,7 +102,11 @@ class EnsembleModel:
         self.stacker_C = stacker_C
         self.stacker_balanced = stacker_balanced
         self.refit = tuple(refit)
+        self.calibrate = calibrate
         self.seed = seed
+        # weighted mixes: per-head temperatures on the mixed probabilities' log-odds (1: none)
+        self.commitment_temperature_ = 1.0
+        self.strategy_temperature_ = 1.0
         self.stacker_: Stacker | None = None
 
     @classmethod
@@ -116,6 +121,7 @@ class EnsembleModel:
             spec.seed,
             spec.stacker_balanced,
             spec.refit,
+            spec.calibrate,
         )
 
     # the protocol
@@ -177,6 +183,13 @@ class EnsembleModel:
             gold_commitment = commitment_indices([s.commitment for s in selection])
             self.weights = learn_weights(members_on_slice, gold_commitment)
         self.strategy_thresholds_ = self._mean_member_thresholds()
+        if self.calibrate:
+            gold_commitment = commitment_indices([s.commitment for s in selection])
+            mixed = mix_probabilities(members_on_slice, self.weights, self.strategy_thresholds_)
+            self.commitment_temperature_ = fit_temperature(np.log(_clip(mixed.commitment)), gold_commitment, True)
+            self.strategy_temperature_ = fit_temperature(log_odds(mixed.strategy), gold_strategy, False)
+            # a threshold on the mix means the same sentences after the (monotone) temperature
+            self.strategy_thresholds_ = _scaled(self.strategy_thresholds_, self.strategy_temperature_)
         if self.tune_thresholds:
             from pipeline.metrics import tune_thresholds
 
@@ -198,7 +211,13 @@ class EnsembleModel:
             return combined
         assert self.weights is not None
         thresholds = getattr(self, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5))
-        return mix_probabilities(member_probabilities, self.weights, thresholds)
+        mixed = mix_probabilities(member_probabilities, self.weights, thresholds)
+        if self.commitment_temperature_ != 1.0:
+            commitment = np.exp(np.log(_clip(mixed.commitment)) / self.commitment_temperature_)
+            mixed.commitment = commitment / commitment.sum(axis=1, keepdims=True)
+        if self.strategy_temperature_ != 1.0:
+            mixed.strategy = _scaled(mixed.strategy, self.strategy_temperature_)
+        return mixed
 
     def member_probabilities(self, sentences: Sequence[SentenceText]) -> list[HeadProbabilities]:
         """Each member's own output for `sentences`, in member order."""
@@ -254,6 +273,9 @@ class EnsembleModel:
             tune_thresholds=self.tune_thresholds,
             selection_fraction=self.selection_fraction,
             refit=list(self.refit),
+            calibrate=self.calibrate,
+            commitment_temperature=self.commitment_temperature_,
+            strategy_temperature=self.strategy_temperature_,
             strategy_thresholds=self.strategy_thresholds_.tolist(),
         )
 
@@ -272,8 +294,20 @@ class EnsembleModel:
         )
         if card.get("stacker") is not None:
             model.stacker_ = Stacker.from_json(card["stacker"])
+        # folders saved before calibration have no temperatures: 1 leaves their probabilities as they were
+        model.commitment_temperature_ = float(card.get("commitment_temperature", 1.0))
+        model.strategy_temperature_ = float(card.get("strategy_temperature", 1.0))
         model.strategy_thresholds_ = np.asarray(card["strategy_thresholds"], dtype=float)
         return model
+
+
+def _clip(probabilities: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(probabilities, dtype=float), 1e-6, 1 - 1e-6)
+
+
+def _scaled(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities with their log-odds divided by `temperature` (monotone: the order is kept)."""
+    return 1.0 / (1.0 + np.exp(-log_odds(probabilities) / temperature))
 
 
 def _prefixed(callback: EpochCallback, prefix: str) -> EpochCallback:

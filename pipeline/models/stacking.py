@@ -20,13 +20,19 @@ from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilitie
 _EPS = 1e-5
 
 
+def log_odds(probabilities: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped away from 0 and 1."""
+    clipped = np.clip(np.asarray(probabilities, dtype=float), _EPS, 1 - _EPS)
+    return np.log(clipped / (1 - clipped))
+
+
 def member_features(member_probabilities: Sequence[HeadProbabilities]) -> np.ndarray:
     """(n, members x 8): every member's commitment and strategy probabilities, as log-odds."""
-    blocks = []
-    for probabilities in member_probabilities:
-        for matrix in (probabilities.commitment, probabilities.strategy):
-            clipped = np.clip(np.asarray(matrix, dtype=float), _EPS, 1 - _EPS)
-            blocks.append(np.log(clipped / (1 - clipped)))
+    blocks = [
+        log_odds(matrix)
+        for probabilities in member_probabilities
+        for matrix in (probabilities.commitment, probabilities.strategy)
+    ]
     return np.hstack(blocks)
 
 
