@@ -123,7 +123,7 @@ def run_study(
     if selection:
         console.print(
             f"[bold]study[/bold] selection set: {len(selection)} sentences of {len(held_out)} documents of "
-            f"{config.data.train[0]}, held out from every variant"
+            f"{config.data.train[0].path}, held out from every variant"
         )
     chosen = [v for v in study.variants if not only or v.name in only or v.name == study.reference]
     ordered = sorted(chosen, key=lambda v: v.name != study.reference)
