@@ -266,6 +266,9 @@ class TrainingSource(Section):
     path: Path
     where: dict[str, str | int | bool] = Field(default_factory=dict)
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # the weight of its sentences in the strategy head alone (None: `weight`); 0 for sources whose strategy
+    # labels say little, e.g. adjacent pages that almost never carry one: they then teach commitment only
+    strategy_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
     # a share of the source's documents (whole documents, drawn with `seed`): for learning curves
     fraction: float = Field(1.0, gt=0, le=1)
     seed: int = 13
@@ -277,6 +280,8 @@ class TrainingSource(Section):
         if self.name:
             return self.name
         condition = ",".join(f"{key}={value}" for key, value in self.where.items())
+        if self.strategy_weight == 0:
+            condition += f"{',' if condition else ''}commitment only"
         if self.fraction < 1:
             condition += f"{',' if condition else ''}fraction={self.fraction:g}"
         return f"{self.path.stem}[{condition}]" if condition else self.path.stem

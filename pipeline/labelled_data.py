@@ -167,14 +167,28 @@ def check_splits(
                     )
                     problems.append(DataProblem(str(path), line, message))
                     continue
-                weighted = sentence if source.weight == 1.0 else sentence.model_copy(update={"weight": source.weight})
+                update: dict[str, float] = {} if source.weight == 1.0 else {"weight": source.weight}
+                if source.strategy_weight is not None:
+                    update["strategy_weight"] = source.strategy_weight
+                weighted = sentence.model_copy(update=update) if update else sentence
                 out[split].append(weighted)
     return out, problems
 
 
-def training_weights(sentences: Sequence[LabelledSentence]) -> np.ndarray:
-    """Each sentence's training weight (1 where its source gave none)."""
-    return np.array([1.0 if s.weight is None else s.weight for s in sentences])
+def training_weights(sentences: Sequence[LabelledSentence], head: str = "commitment") -> np.ndarray:
+    """Each sentence's training weight in `head` ("commitment" or "strategy"; 1 where its source gave none)."""
+    if head not in ("commitment", "strategy"):
+        raise ValueError(f"training_weights: head {head!r}, expected 'commitment' or 'strategy'")
+    weights = np.array([1.0 if s.weight is None else s.weight for s in sentences])
+    if head == "strategy":
+        own = [s.strategy_weight for s in sentences]
+        weights = np.array([w if o is None else o for w, o in zip(weights, own, strict=True)], dtype=float)
+    return weights
+
+
+def strategy_labelled(sentences: Sequence[LabelledSentence]) -> np.ndarray:
+    """(n,) bool: whether a sentence's strategy labels count (its strategy weight is above 0)."""
+    return np.array([s.strategy_weight is None or s.strategy_weight > 0 for s in sentences], dtype=bool)
 
 
 def validate_files(paths: Sequence[Path | str]) -> list[DataProblem]:

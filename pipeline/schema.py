@@ -69,6 +69,9 @@ class LabelledSentence(BaseModel):
     sentence_index: int | None = None
     # how much the sentence counts in training; set from the data source's `weight` (None: 1), never a label
     weight: float | None = None
+    # its weight in the strategy head alone, from the source's `strategy_weight` (None: `weight`); 0: the
+    # sentence's strategy labels are not used, neither for training nor for tuning thresholds
+    strategy_weight: float | None = None
 
     @field_validator("strategy")
     @classmethod

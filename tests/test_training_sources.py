@@ -108,3 +108,68 @@ def test_tfidf_uses_the_weights(files: dict[str, Path]) -> None:
     np.testing.assert_allclose(a.commitment, b.commitment, atol=1e-4)
     np.testing.assert_allclose(a.strategy, b.strategy, atol=1e-4)
     assert np.abs(a.commitment - c.commitment).max() > 1e-3
+
+
+def _relabelled(path: Path, out: Path, strategy: list[str]) -> Path:
+    """The same sentences with every strategy label replaced (to show a commitment-only source's are unused)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    out.write_text("".join(json.dumps({**r, "strategy": strategy}) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("members", [None, ["tfidf", "keyword"]])
+def test_a_commitment_only_source_teaches_commitment_and_not_strategy(
+    files: dict[str, Path], tmp_path: Path, members: list[str] | None
+) -> None:
+    from pipeline.config import EnsembleSpec, KeywordSpec
+    from pipeline.models.factory import build_model
+
+    def fit(strategy: list[str], strategy_weight: float | None) -> object:
+        silver = _relabelled(files["silver"], tmp_path / f"s{len(strategy)}.jsonl", strategy)
+        sources = [TrainingSource(path=files["gold"]), TrainingSource(path=silver, strategy_weight=strategy_weight)]
+        train, _ = read_training_data(sources)
+        tfidf = TfidfSpec(min_df=1, threshold_folds=3)
+        spec = tfidf if members is None else EnsembleSpec(members=[tfidf, KeywordSpec()], combiner="learned_weights")
+        return build_model(spec).fit(train)
+
+    inputs = sentence_texts(constructed_labelled(3, seed=9, prefix="new"))
+    every, none = fit(["forebygga", "forhindra", "forsvara"], 0), fit([], 0)
+    a, b = every.predict_proba(inputs), none.predict_proba(inputs)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(a.strategy, b.strategy)  # the source's strategy labels changed nothing
+    np.testing.assert_allclose(a.strategy_thresholds, b.strategy_thresholds)
+    np.testing.assert_allclose(a.commitment, b.commitment)
+    # with its default strategy weight, the same labels do change the strategy head
+    counted = fit(["forebygga", "forhindra", "forsvara"], None).predict_proba(inputs)  # type: ignore[attr-defined]
+    assert np.abs(counted.strategy - a.strategy).max() > 0.05
+
+
+def test_strategy_weights_come_from_the_source(files: dict[str, Path]) -> None:
+    sources = [
+        TrainingSource(path=files["gold"]),
+        TrainingSource(path=files["silver"], where={"source": "adjacent"}, weight=0.5, strategy_weight=0),
+    ]
+    assert sources[1].label == "silver[source=adjacent,commitment only]"
+    train, _ = read_training_data(sources)
+    adjacent = np.array([s.doc_id.startswith("far") for s in train])
+    np.testing.assert_array_equal(training_weights(train), np.where(adjacent, 0.5, 1.0))
+    np.testing.assert_array_equal(training_weights(train, "strategy"), np.where(adjacent, 0.0, 1.0))
+    with pytest.raises(ValueError, match="strategy_weight"):
+        TrainingSource(path=files["gold"], strategy_weight=-1)
+
+
+def test_the_bert_loss_ignores_strategy_labels_of_weight_zero() -> None:
+    import torch
+
+    from pipeline.models.bert_training import TwoHeadLoss
+
+    torch.manual_seed(0)
+    loss = TwoHeadLoss("weighted", 2.0, None, None)
+    logits_c, logits_s = torch.randn(4, 5), torch.randn(4, 3)
+    c = torch.tensor([0, 1, 2, 3])
+    s = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]])
+    flipped = s.clone()
+    flipped[2:] = 1 - flipped[2:]
+    weight, strategy_weight = torch.ones(4), torch.tensor([1.0, 1.0, 0.0, 0.0])
+    same = [loss(logits_c, logits_s, c, labels, weight, strategy_weight) for labels in (s, flipped)]
+    assert torch.allclose(same[0], same[1])
+    assert not torch.allclose(loss(logits_c, logits_s, c, s, weight), loss(logits_c, logits_s, c, flipped, weight))

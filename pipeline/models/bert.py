@@ -203,12 +203,14 @@ class BertTwoHeadModel:
             encoded = encode_sentences(self.tokenizer_, texts, spec.context, self.max_length_)
             strategy = strategy_matrix([s.strategy for s in ordered]).astype(float)
             weights = training_weights(ordered)
+            strategy_weights = training_weights(ordered, "strategy")
             return [
                 {
                     **features(e),
                     "commitment_labels": int(c),
                     "strategy_labels": strategy[i].tolist(),
                     "sample_weight": float(weights[i]),
+                    "strategy_weight": float(strategy_weights[i]),
                 }
                 for i, (e, c) in enumerate(
                     zip(encoded, commitment_indices([s.commitment for s in ordered]), strict=True)

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from pipeline.config import EvaluateConfig
+from pipeline.labelled_data import strategy_labelled
 from pipeline.metrics import tune_thresholds
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.base import EpochCallback
@@ -48,15 +49,28 @@ def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentenc
 def dev_scores(
     probabilities: HeadProbabilities, ordered: Sequence[LabelledSentence], tune: bool
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Dev macro-F1 at 0.5 and (if `tune`) at thresholds tuned on dev; the mean of both heads picks the epoch."""
+    """Dev macro-F1 at 0.5 and (if `tune`) at thresholds tuned on dev; the mean of both heads picks the epoch.
+
+    Strategy is scored, and its thresholds tuned, only on sentences whose strategy labels count.
+    """
+    rows = np.flatnonzero(strategy_labelled(ordered))
+    labelled = [ordered[i] for i in rows]
+
+    def scores_now() -> dict[str, float]:
+        scores = head_scores(probabilities, ordered)
+        if len(rows) < len(ordered):
+            scores["strategy_macro_f1"] = head_scores(probabilities.rows(rows), labelled)["strategy_macro_f1"]
+        return scores
+
     probabilities.strategy_thresholds = np.full(len(STRATEGY_LABELS), 0.5)
-    at_half = head_scores(probabilities, ordered)
+    at_half = scores_now()
     metrics = {f"dev_{k}_at_0.5": v for k, v in at_half.items()}
     thresholds = probabilities.strategy_thresholds
     if tune:
-        thresholds = tune_thresholds(probabilities.strategy, strategy_matrix([s.strategy for s in ordered]))
+        gold = strategy_matrix([s.strategy for s in labelled])
+        thresholds = tune_thresholds(probabilities.strategy[rows], gold)
         probabilities.strategy_thresholds = thresholds
-    scores = head_scores(probabilities, ordered)
+    scores = scores_now()
     metrics.update({f"dev_{k}": v for k, v in scores.items()})
     metrics[BEST_METRIC] = (scores["commitment_macro_f1"] + scores["strategy_macro_f1"]) / 2
     return metrics, thresholds
@@ -102,7 +116,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
 class TwoHeadLoss:
     """Commitment loss ("weighted", "focal" or "plain") + strategy BCE (optionally positive-weighted).
 
-    Each sentence counts with its training weight (its data source's `weight`; 1 for gold), on both heads.
+    Each sentence counts with its training weight (its data source's `weight`; 1 for gold), and in the strategy
+    head with its strategy weight (0: its strategy labels are not used).
     """
 
     commitment_loss: str
@@ -117,6 +132,7 @@ class TwoHeadLoss:
         c: torch.Tensor,
         s: torch.Tensor,
         sample_weight: torch.Tensor | None = None,
+        strategy_weight: torch.Tensor | None = None,
     ) -> Any:
         weight = None if self.commitment_weight is None else self.commitment_weight.to(logits_c.device)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits_s.device)
@@ -128,7 +144,8 @@ class TwoHeadLoss:
         class_weight = torch.ones_like(w) if weight is None else weight[c]
         loss_c = (w * per_sentence).sum() / (w * class_weight).sum()
         bce = F.binary_cross_entropy_with_logits(logits_s.float(), s.float(), pos_weight=pos_weight, reduction="none")
-        loss_s = (w * bce.mean(dim=1)).sum() / w.sum()
+        ws = w if strategy_weight is None else strategy_weight.float()
+        loss_s = (ws * bce.mean(dim=1)).sum() / ws.sum().clamp(min=1e-12)
         return loss_c + loss_s
 
 
@@ -148,8 +165,9 @@ class TwoHeadTrainer(Trainer):
     ) -> Any:
         c, s = inputs.pop("commitment_labels"), inputs.pop("strategy_labels")
         sample_weight = inputs.pop("sample_weight", None)
+        strategy_weight = inputs.pop("strategy_weight", None)
         logits_c, logits_s = model(**inputs)
-        loss = self.two_head_loss(logits_c, logits_s, c, s, sample_weight)
+        loss = self.two_head_loss(logits_c, logits_s, c, s, sample_weight, strategy_weight)
         return (loss, {"commitment_logits": logits_c, "strategy_logits": logits_s}) if return_outputs else loss
 
 
@@ -243,7 +261,8 @@ def fine_tune(
 ) -> tuple[list[dict[str, float]], np.ndarray | None]:
     """Train `network` in place (ending on the best dev epoch); returns the history and that epoch's thresholds."""
     y_commitment = np.array([f["commitment_labels"] for f in train_features])
-    y_strategy = np.array([f["strategy_labels"] for f in train_features])
+    # the positive weight counts only sentences whose strategy labels are used (strategy weight above 0)
+    y_strategy = np.array([f["strategy_labels"] for f in train_features if f.get("strategy_weight", 1.0) > 0])
     loss = TwoHeadLoss(
         spec.commitment_loss,
         spec.focal_gamma,

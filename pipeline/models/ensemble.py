@@ -15,7 +15,7 @@ from typing import Any, Self
 import numpy as np
 
 from pipeline.config import EnsembleSpec
-from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts
+from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts, strategy_labelled
 from pipeline.models.base import (
     EpochCallback,
     InferenceReport,
@@ -162,6 +162,7 @@ class EnsembleModel:
         self, selection: Sequence[LabelledSentence], members_on_slice: list[HeadProbabilities]
     ) -> None:
         gold_strategy = strategy_matrix([s.strategy for s in selection])
+        rows = strategy_labelled(selection)  # strategy is learned and tuned where its labels count
         if self.combiner == "stacker":
             gold_commitment = commitment_indices([s.commitment for s in selection])
             groups = [s.doc_id for s in selection]
@@ -173,6 +174,7 @@ class EnsembleModel:
                 C=self.stacker_C,
                 seed=self.seed,
                 balanced=self.stacker_balanced,
+                strategy_rows=rows,
             )
             self.strategy_thresholds_ = self.stacker_.strategy_thresholds.copy()
             if not self.tune_thresholds:
@@ -187,14 +189,14 @@ class EnsembleModel:
             gold_commitment = commitment_indices([s.commitment for s in selection])
             mixed = mix_probabilities(members_on_slice, self.weights, self.strategy_thresholds_)
             self.commitment_temperature_ = fit_temperature(np.log(_clip(mixed.commitment)), gold_commitment, True)
-            self.strategy_temperature_ = fit_temperature(log_odds(mixed.strategy), gold_strategy, False)
+            self.strategy_temperature_ = fit_temperature(log_odds(mixed.strategy[rows]), gold_strategy[rows], False)
             # a threshold on the mix means the same sentences after the (monotone) temperature
             self.strategy_thresholds_ = _scaled(self.strategy_thresholds_, self.strategy_temperature_)
         if self.tune_thresholds:
             from pipeline.metrics import tune_thresholds
 
             mixed = self._combine(members_on_slice)
-            self.strategy_thresholds_ = tune_thresholds(mixed.strategy, gold_strategy)
+            self.strategy_thresholds_ = tune_thresholds(mixed.strategy[rows], gold_strategy[rows])
 
     def _mean_member_thresholds(self) -> np.ndarray:
         assert self.weights is not None

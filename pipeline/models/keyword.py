@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from pipeline.config import KeywordSpec
+from pipeline.labelled_data import strategy_labelled
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -128,6 +129,8 @@ class KeywordModel(SinglePassModel):
             # Laplace smoothing keeps unseen rules away from 0 and 1
             precision[j] = (np.sum(gold_commitment[fired] == j) + 1) / (fired.sum() + 2)
         self.commitment_confidence_ = np.clip(precision, 1 / k + 0.05, 0.99)
+        counts = strategy_labelled(train)  # strategy rates only where the strategy labels count
+        hits, gold_strategy = hits[counts], gold_strategy[counts]
         fired_rate = (np.sum(hits & (gold_strategy == 1), axis=0) + 1) / (hits.sum(axis=0) + 2)
         silent_rate = (np.sum(~hits & (gold_strategy == 1), axis=0) + 1) / ((~hits).sum(axis=0) + 2)
         self.strategy_fired_ = np.clip(fired_rate, 0.5, 0.99)

@@ -10,6 +10,7 @@ from typing import Self
 import numpy as np
 
 from pipeline.config import MajoritySpec
+from pipeline.labelled_data import strategy_labelled
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -34,7 +35,8 @@ class MajorityModel(SinglePassModel):
         gold = commitment_indices([s.commitment for s in train])
         counts = np.bincount(gold, minlength=len(COMMITMENT_LABELS))
         self.commitment_prior_ = counts / counts.sum()
-        self.strategy_prior_ = strategy_matrix([s.strategy for s in train]).mean(axis=0)
+        labelled = [s for s, counts in zip(train, strategy_labelled(train), strict=True) if counts]
+        self.strategy_prior_ = strategy_matrix([s.strategy for s in labelled or train]).mean(axis=0)
         return self
 
     def predict_proba(self, sentences: Sequence[SentenceText]) -> HeadProbabilities:

@@ -118,9 +118,20 @@ class Stacker:
 
 
 def _fit_linear(
-    features: np.ndarray, commitment: np.ndarray, strategy: np.ndarray, C: float, balanced: bool
+    features: np.ndarray,
+    commitment: np.ndarray,
+    strategy: np.ndarray,
+    C: float,
+    balanced: bool,
+    strategy_rows: np.ndarray | None = None,
 ) -> Stacker:
+    """Commitment on every row; strategy on `strategy_rows` (bool mask; None: every row)."""
     from sklearn.linear_model import LogisticRegression
+
+    if strategy_rows is not None:
+        features_s, strategy = features[strategy_rows], strategy[strategy_rows]
+    else:
+        features_s = features
 
     class_weight = "balanced" if balanced else None
     n_features = features.shape[1]
@@ -142,7 +153,7 @@ def _fit_linear(
         if column.min() == column.max():
             s_intercept[j] = 10.0 if column[0] else -10.0
             continue
-        model = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000).fit(features, column)
+        model = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000).fit(features_s, column)
         s_coef[j], s_intercept[j] = model.coef_[0], model.intercept_[0]
     return Stacker(c_coef, c_intercept, s_coef, s_intercept)
 
@@ -156,8 +167,12 @@ def fit_stacker(
     folds: int = 5,
     seed: int = 13,
     balanced: bool = True,
+    strategy_rows: np.ndarray | None = None,
 ) -> Stacker:
-    """Fit on the held-out slice; thresholds and temperatures come from document-grouped out-of-fold outputs."""
+    """Fit on the held-out slice; thresholds and temperatures come from document-grouped out-of-fold outputs.
+
+    `strategy_rows` (bool mask) marks the sentences whose strategy labels count (None: all of them).
+    """
     from sklearn.model_selection import GroupKFold
 
     from pipeline.metrics import tune_thresholds
@@ -169,13 +184,16 @@ def fit_stacker(
     if n_folds >= 2:
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         for fit_idx, held_idx in splitter.split(features, groups=list(groups)):
-            fold = _fit_linear(features[fit_idx], commitment[fit_idx], strategy[fit_idx], C, balanced)
+            fold_rows = None if strategy_rows is None else strategy_rows[fit_idx]
+            fold = _fit_linear(features[fit_idx], commitment[fit_idx], strategy[fit_idx], C, balanced, fold_rows)
             c_logits[held_idx], s_logits[held_idx] = fold.logits(features[held_idx])
-    stacker = _fit_linear(features, commitment, strategy, C, balanced)
+    stacker = _fit_linear(features, commitment, strategy, C, balanced, strategy_rows)
     if n_folds >= 2:
+        rows = np.ones(len(strategy), dtype=bool) if strategy_rows is None else strategy_rows
         stacker.commitment_temperature = fit_temperature(c_logits, commitment, multiclass=True)
-        stacker.strategy_temperature = fit_temperature(s_logits, strategy, multiclass=False)
-        stacker.strategy_thresholds = tune_thresholds(_sigmoid(s_logits / stacker.strategy_temperature), strategy)
+        stacker.strategy_temperature = fit_temperature(s_logits[rows], strategy[rows], multiclass=False)
+        calibrated = _sigmoid(s_logits[rows] / stacker.strategy_temperature)
+        stacker.strategy_thresholds = tune_thresholds(calibrated, strategy[rows])
     return stacker
 
 

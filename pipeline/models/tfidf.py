@@ -14,7 +14,7 @@ from typing import Any, Self
 import numpy as np
 
 from pipeline.config import TfidfSpec
-from pipeline.labelled_data import in_document_order, sentence_texts, training_weights
+from pipeline.labelled_data import in_document_order, sentence_texts, strategy_labelled, training_weights
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
     COMMITMENT_LABELS,
@@ -175,7 +175,8 @@ class TfidfModel(SinglePassModel):
                 held = sentence_texts([train[i] for i in held_idx])
                 out_of_fold[held_idx] = fold.predict_proba(held).strategy
             gold = strategy_matrix([s.strategy for s in train])
-            self.strategy_thresholds_ = tune_thresholds(out_of_fold, gold)
+            rows = strategy_labelled(train)  # sentences whose strategy labels count
+            self.strategy_thresholds_ = tune_thresholds(out_of_fold[rows], gold[rows])
         elif dev:
             dev = in_document_order(dev)
             probs = self.predict_proba(sentence_texts(dev))
@@ -189,17 +190,18 @@ class TfidfModel(SinglePassModel):
         y_strategy = strategy_matrix([s.strategy for s in train])
         y_commitment = commitment_indices([s.commitment for s in train])
         weights = training_weights(train)  # the data sources' weights (silver may count for less than gold)
+        strategy_weights = training_weights(train, "strategy")
 
         # a label with one class only in train (tiny data) becomes a constant instead of a classifier
         self.strategy_models_: list[Any] = []
         for j in range(len(STRATEGY_LABELS)):
             column = y_strategy[:, j]
-            if column.min() == column.max():
-                self.strategy_models_.append(float(column[0]))
+            if column[strategy_weights > 0].min() == column[strategy_weights > 0].max():
+                self.strategy_models_.append(float(column[strategy_weights > 0][0]))
             else:
                 # liblinear: the fastest exact solver for one sparse binary problem
                 classifier = self._classifier(self.strategy_C or self.C, "liblinear")
-                self.strategy_models_.append(classifier.fit(x, column, sample_weight=weights))
+                self.strategy_models_.append(classifier.fit(x, column, sample_weight=strategy_weights))
         if len(np.unique(y_commitment)) == 1:
             self.commitment_model_: Any = int(y_commitment[0])
         else:
