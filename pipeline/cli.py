@@ -155,6 +155,24 @@ def label(
     _stage("label", config, overrides)
 
 
+@app.command("pseudo-label")
+def pseudo_label(
+    config: RequiredConfigOption,
+    set_: SetOption = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="The teacher: a saved model folder, models:/<name>@<alias> or runs:/….")
+    ] = None,
+) -> None:
+    """Label unlabelled documents with a teacher and keep the sentences it is sure of on both heads, as a
+    labelled JSONL that data.train takes as a weighted source (see data/README.md, "Pseudo-labels").
+
+    Documents of the labelled files in pseudo_label.exclude (and of data.dev) are left out. Exit code 3 when a
+    document was rejected (see the rejects file).
+    """
+    overrides = [*(set_ or []), *([f"pseudo_label.teacher={teacher}"] if teacher is not None else [])]
+    _stage("pseudo_label", config, overrides)
+
+
 @app.command()
 def serve(
     config: ConfigOption = DEFAULT_CONFIG,

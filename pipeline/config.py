@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pipeline import model_kinds
 
-Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "retrain"]
+Stage = Literal["ingest", "segment", "pretrain", "train", "evaluate", "label", "pseudo_label", "retrain"]
 
 
 class ConfigError(ValueError):
@@ -393,6 +393,46 @@ class LabelConfig(Section):
         return output
 
 
+# --- pseudo_label ---------------------------------------------------------------------------------------
+
+
+class PseudoLabelConfig(Section):
+    """Pseudo-labels for self-training: a saved teacher labels unlabelled documents, and the sentences it is
+    confident about on both heads are written as a labelled file (`data.train` takes it as a weighted source).
+
+    Documents of every `exclude` file (and of `data.dev`, unless `exclude_dev` is false) are left out, so no
+    labelled document (and nothing of the reported dev set) comes back as a pseudo-label. The teacher reads
+    with `label.*`'s inference settings (quantize, threads, max_tokens_per_batch, max_chars) and the
+    `segment.*` segmenter. The confidence rule is in `pipeline/pseudo_label.py` (and data/README.md).
+    """
+
+    corpus: list[Path] = Field(default_factory=list)  # documents JSONL(.gz) with `id` and `text`, or folders
+    teacher: str = "runs/default/models/model"  # a saved model folder, models:/ or runs:/ URI
+    exclude: list[Path] = Field(default_factory=list)  # labelled JSONL files whose `doc_id`s are left out
+    exclude_dev: bool = True  # also leave out the documents of data.dev
+    min_confidence: float = Field(0.9, ge=0, le=1)
+    output: Path = Path("runs/default/pseudo.jsonl")  # labelled JSONL (.jsonl or .jsonl.gz)
+    summary: Path | None = None  # default: <output stem>.summary.json beside the output
+    rejects: Path | None = None  # default: <output stem>.rejects.jsonl beside the output
+    source_name: str = Field("pseudo", min_length=1)  # the `source` field of every written sentence
+    # at most this many sentences: commitment types take turns (a seeded random order within each type)
+    max_sentences: int | None = Field(None, ge=1)
+    seed: int = 13
+    chunk_documents: int = Field(64, ge=1)  # documents labelled per batch (memory stays flat)
+
+    @field_validator("corpus", "exclude", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, Path)) else value
+
+    @field_validator("output")
+    @classmethod
+    def _labelled_jsonl(cls, output: Path) -> Path:
+        if not output.name.endswith((".jsonl", ".jsonl.gz")):
+            raise ValueError("the pseudo-labels are a labelled JSONL file; name it .jsonl or .jsonl.gz")
+        return output
+
+
 # --- serve ----------------------------------------------------------------------------------------------
 
 
@@ -478,6 +518,7 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
+    pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -629,12 +670,14 @@ _STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "train": ("data.train", "data.dev"),
     "evaluate": ("evaluate.data", "data.dev"),
     "label": ("label.input",),
+    "pseudo_label": ("pseudo_label.corpus", "pseudo_label.exclude", "pseudo_label.teacher", "data.dev"),
     "retrain": ("data.train", "data.dev", "retrain.eval_data"),
 }
 _STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest.output",),
     "segment": ("segment.output",),
     "pretrain": ("pretrain.output_dir",),
+    "train": ("train.output_dir",),  # the model folders under it (a teacher for pseudo_label)
 }
 
 
@@ -657,13 +700,19 @@ def check_inputs(config: PipelineConfig, stages: list[str]) -> None:
                 continue
             if key == "data.dev" and stage == "evaluate" and config.evaluate.data is not None:
                 continue
+            if key == "data.dev" and stage == "pseudo_label" and not config.pseudo_label.exclude_dev:
+                continue
+            if key == "pseudo_label.teacher" and config.pseudo_label.teacher.startswith(("models:/", "runs:/")):
+                continue
             value = _get(config, key)
             paths = value if isinstance(value, list) else [value]
             paths = [p.path if isinstance(p, TrainingSource) else p for p in paths]
             if key == "pretrain.corpus" and not paths and config.pretrain.mode == "scratch":
                 raise ConfigError(f"{file}: pretrain.corpus: no corpus files given for pretraining from scratch")
+            if key == "pseudo_label.corpus" and not paths:
+                raise ConfigError(f"{file}: pseudo_label.corpus: no corpus files given to pseudo-label")
             for i, path in enumerate(paths):
-                if path is None or Path(path) in produced:
+                if path is None or any(p in produced for p in (Path(path), *Path(path).parents)):
                     continue
                 if not Path(path).exists():
                     where = f"{key}[{i}]" if isinstance(value, list) else key

@@ -252,6 +252,38 @@ def label_stage(config: PipelineConfig, sentences: Path | None = None) -> StageO
     )
 
 
+def pseudo_label_stage(config: PipelineConfig) -> StageOutcome:
+    """Pseudo-labels from a saved teacher; the run's dev set is always left out unless told otherwise."""
+    from pipeline import tracking
+    from pipeline.pseudo_label import pseudo_label
+    from pipeline.registry import resolve_model
+    from pipeline.timing import time_line
+
+    cfg = config.pseudo_label
+    if not cfg.teacher.startswith(("models:/", "runs:/")) and not Path(cfg.teacher).is_dir():
+        raise FileNotFoundError(
+            f"pseudo_label.teacher {cfg.teacher!r}: no such model folder, and not a models:/ or runs:/ URI"
+        )
+    teacher, info = resolve_model(cfg.teacher)
+    dev = [Path(config.data.dev)] if cfg.exclude_dev else []
+    result = pseudo_label(cfg, teacher, info, config.segment, config.label, extra_exclude=dev)
+    tracking.log_metrics(result.metrics())
+    tracking.log_stage_times(result.timings, result.sentences_seen)
+    tracking.set_tags({"pseudo_label.teacher": info.uri, "pseudo_label.teacher_version": info.version})
+    tracking.log_file(result.summary, "pseudo_label")
+    tracking.log_file(result.rejects, "pseudo_label")
+    console.print(time_line("pseudo_label", result.timings, result.sentences_seen), highlight=False, soft_wrap=True)
+    kept = ", ".join(f"{label} {n}" for label, n in result.kept_per_label["commitment"].items())
+    return StageOutcome(
+        "pseudo_label",
+        EXIT_SOME_REJECTED if result.documents_rejected else EXIT_OK,
+        {"pseudo_labels": str(result.output), "summary": str(result.summary), "rejects": str(result.rejects)},
+        f"{result.documents_read} documents ({result.documents_excluded} excluded as labelled, "
+        f"{result.documents_rejected} rejected): kept {result.sentences_kept} of {result.sentences_seen} sentences "
+        f"at confidence >= {cfg.min_confidence:g} ({kept}) -> {result.output}",
+    )
+
+
 def _label_on_spark(config: PipelineConfig) -> StageOutcome:
     """The label stage on Apache Spark: the same files as the local engine, logged alike, plus Spark's pace."""
     from pipeline import tracking
@@ -275,6 +307,7 @@ STAGE_EDGES: dict[str, Callable[[PipelineConfig], StageOutcome]] = {
     "train": train_stage,
     "evaluate": evaluate_stage,
     "label": label_stage,
+    "pseudo_label": pseudo_label_stage,
 }
 
 
