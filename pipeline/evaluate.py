@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from pipeline.config import EvaluateConfig
+from pipeline.config_sections import EvaluateConfig
 from pipeline.labelled_data import in_document_order, sentence_texts
 from pipeline.metrics import HEADLINE_METRICS, PairedDifference, paired_differences, with_threshold_rule
 from pipeline.schema import HeadProbabilities, LabelledSentence

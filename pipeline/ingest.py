@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import IngestConfig
+from pipeline.config_sections import IngestConfig
 from pipeline.io.documents import DocumentOrReject, read_documents, write_documents
 from pipeline.io.rejects import Reject, write_rejects
 from pipeline.schema import Document

@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.config_sections import LabelConfig, SegmentConfig
 from pipeline.io.digest import folder_digest
 from pipeline.label_chunks import chunk_digest, commit_chunk, committed_chunk, discard_unfinished_chunks, join_chunks
 from pipeline.label_output import LabelPaths, LabelResult, check_finished_output, open_work_folder, run_settings

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from pipeline.config import LABEL_OUTPUT_FORMATS
+from pipeline.config_sections import LABEL_OUTPUT_FORMATS
 from pipeline.io.atomic import atomic_path, write_text_atomic
 from pipeline.label_output import MANIFEST, LabelPaths, LabelRunMismatch
 from pipeline.labelling import SENTENCE_SCHEMA, SUMMARY_SCHEMA, LabelledBatch, reader_reject

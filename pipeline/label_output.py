@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import LABEL_OUTPUT_FORMATS, ConfigError, LabelConfig, SegmentConfig
+from pipeline.config import ConfigError
+from pipeline.config_sections import LABEL_OUTPUT_FORMATS, LabelConfig, SegmentConfig
 from pipeline.io.atomic import write_text_atomic
 from pipeline.labelling import ModelInfo
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import ValidationError
 
-from pipeline.config import TrainingSource
 from pipeline.io.jsonl import BadLine, read_jsonl
 from pipeline.schema import LabelledSentence, SentenceText, with_context
+from pipeline.training_config import TrainingSource
 
 if TYPE_CHECKING:
     import datasets

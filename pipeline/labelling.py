@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.config_sections import LabelConfig, SegmentConfig
 from pipeline.io.rejects import Reject
 from pipeline.models.base import QuantizationOutOfTolerance, SentenceModel
 from pipeline.schema import (

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.config import PipelineConfig, RetrainConfig
+from pipeline.config import PipelineConfig
+from pipeline.config_sections import RetrainConfig
 
 # The heads whose macro-F1 may not drop by more than `tolerance`, whatever the gate's metric is.
 HEAD_METRICS: tuple[str, ...] = ("strategy_macro_f1", "commitment_macro_f1")

@@ -40,8 +40,9 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 
+import pipeline.training_config  # noqa: F401  (registers the built-in kinds, whose requirements are read here)
 from pipeline import model_kinds as registry
-from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.config_sections import LabelConfig, SegmentConfig
 from pipeline.io.digest import folder_digest
 from pipeline.labelling import (
     SUMMARY_SCHEMA,

@@ -20,7 +20,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import SegmentConfig
+from pipeline.config_sections import SegmentConfig
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS
 from pipeline.tracking import git_commit
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pipeline.config import PipelineConfig, TfidfSpec
+from pipeline.config import PipelineConfig
 from pipeline.models.base import SentenceModel
 from pipeline.promotion import HEAD_METRICS, PromotionDecision, decide_promotion, render_report
 from pipeline.retrain_state import (
@@ -35,6 +35,7 @@ from pipeline.retrain_state import (
     write_state,
 )
 from pipeline.schema import LabelledSentence
+from pipeline.training_config import TfidfSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,12 @@ def score(
     log_files: bool = True,
 ) -> dict[str, float]:
     """Score one model with the shared harness; log metrics and (unless told not to) files under `role`."""
-    from pipeline import tracking
+    from pipeline import tracking_results
     from pipeline.evaluate import evaluate_model
     from pipeline.reports import write_report
 
     report = evaluate_model(model, sentences, config.evaluate, name=role)
-    tracking.log_evaluation(report, write_report(report, out_dir / role) if log_files else [], prefix=role)
+    tracking_results.log_evaluation(report, write_report(report, out_dir / role) if log_files else [], prefix=role)
     return dict(report.metrics)
 
 
@@ -209,7 +210,7 @@ def _train_score_decide(
     eval_path: Path,
     digest: str,
 ) -> RetrainOutcome:
-    from pipeline import registry, tracking
+    from pipeline import registry, tracking, tracking_datasets
     from pipeline.models.base import load_model
     from pipeline.models.factory import build_model
     from pipeline.train import fit_and_save
@@ -217,9 +218,9 @@ def _train_score_decide(
     cfg = config.retrain
     name = config.tracking.registered_model
     tracking.set_tags({"stage": "retrain", "retrain.data_digest": digest})
-    tracking.log_training_sources(config.data.train)
-    tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
-    tracking.log_dataset(frozen, "eval", "eval", eval_path)
+    tracking_datasets.log_training_sources(config.data.train)
+    tracking_datasets.log_dataset(dev, "dev", "dev", Path(config.data.dev))
+    tracking_datasets.log_dataset(frozen, "eval", "eval", eval_path)
     log.info("training challenger (%s) on %d sentences", config.train.model.kind, len(train))
     with tracking.stage_run(config, "train"):
         challenger_dir = fit_and_save(

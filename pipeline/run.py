@@ -106,16 +106,16 @@ def pretrain_stage(config: PipelineConfig) -> StageOutcome:
 
 
 def train_stage(config: PipelineConfig) -> StageOutcome:
-    from pipeline import registry, tracking
+    from pipeline import registry, tracking, tracking_datasets
     from pipeline.evaluate import evaluate_model
     from pipeline.labelled_data import read_training_data
     from pipeline.models.base import load_model
     from pipeline.train import model_folder_name, train_model, training_jobs
 
     train, dev = read_training_data(config.data.train, config.data.dev)
-    tracking.log_training_sources(config.data.train)
+    tracking_datasets.log_training_sources(config.data.train)
     if dev:
-        tracking.log_dataset(dev, "dev", "dev", Path(config.data.dev))
+        tracking_datasets.log_dataset(dev, "dev", "dev", Path(config.data.dev))
     outputs: dict[str, str] = {}
     names = []
     for spec, role in training_jobs(config.train):
@@ -154,7 +154,7 @@ def train_stage(config: PipelineConfig) -> StageOutcome:
 
 
 def evaluate_stage(config: PipelineConfig) -> StageOutcome:
-    from pipeline import tracking
+    from pipeline import tracking, tracking_datasets, tracking_results
     from pipeline.evaluate import paired_comparison, score_models
     from pipeline.labelled_data import read_labelled
     from pipeline.models.base import MODEL_CARD_FILE
@@ -178,12 +178,12 @@ def evaluate_stage(config: PipelineConfig) -> StageOutcome:
         )
     data_path = Path(cfg.data or config.data.dev)
     data = read_labelled(data_path)
-    tracking.log_dataset(data, data_path.stem, "eval", data_path)
+    tracking_datasets.log_dataset(data, data_path.stem, "eval", data_path)
     scored = score_models(folders, data, cfg)
     reports = scored.reports
     out = Path(cfg.output_dir)
     for name, report in reports.items():
-        tracking.log_evaluation(report, write_report(report, out / name), prefix=name)
+        tracking_results.log_evaluation(report, write_report(report, out / name), prefix=name)
     tracking.set_tags({"evaluate.threshold_rule": cfg.threshold_rule})
     comparison = comparison_markdown(reports)
     (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")
@@ -286,11 +286,11 @@ def pseudo_label_stage(config: PipelineConfig) -> StageOutcome:
 
 def _label_on_spark(config: PipelineConfig) -> StageOutcome:
     """The label stage on Apache Spark: the same files as the local engine, logged alike, plus Spark's pace."""
-    from pipeline import tracking
+    from pipeline import tracking_results
     from pipeline.engines.spark import label_documents_spark
 
     result = label_documents_spark(config.label, config.segment, log=lambda line: console.print(line, highlight=False))
-    tracking.log_labelling(result, config.label, engine="spark")
+    tracking_results.log_labelling(result, config.label, engine="spark")
     return StageOutcome(
         "label",
         result.exit_code,
@@ -374,7 +374,7 @@ def _describe(paths: list[Path], sentences: list) -> str:
 def study_command(config: PipelineConfig, command: str, only: Sequence[str] = ()) -> Path:
     """`ct-pipeline study`: the chosen variants trained, scored and logged (one run each); the table written
     from every variant's latest run in the study's experiment, so expensive variants can run one at a time."""
-    from pipeline import run_history, study, tracking
+    from pipeline import run_history, study, tracking, tracking_results
 
     assert config.study is not None
     experiment = f"study-{config.experiment_name()}"
@@ -382,7 +382,7 @@ def study_command(config: PipelineConfig, command: str, only: Sequence[str] = ()
     reference = config.study.reference
 
     def log_variant(result: study.VariantResult, variant_config: PipelineConfig) -> None:
-        tracking.log_study_variant(result, variant_config, reference)
+        tracking_results.log_study_variant(result, variant_config, reference)
 
     earlier = [study.result_from_run(logged) for logged in run_history.study_runs(experiment, reference)]
     latest = study.run_study(config, log_variant, only)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.config import EvaluateConfig
+from pipeline.config_sections import EvaluateConfig
 from pipeline.metrics import (
     CalibrationBin,
     bootstrap_metrics,

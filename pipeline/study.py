@@ -19,7 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.config import PipelineConfig, StudyVariant, load_config
+from pipeline.config import PipelineConfig, load_config
+from pipeline.config_sections import StudyVariant
 from pipeline.evaluate import evaluate_model
 from pipeline.labelled_data import (
     grouped_split,
@@ -52,7 +53,7 @@ class VariantResult:
 
 
 def result_from_run(logged: dict) -> VariantResult:
-    """A `VariantResult` back from what `tracking.log_study_variant` logged (see `tracking.study_runs`)."""
+    """A `VariantResult` back from what `tracking_results.log_study_variant` logged (see `run_history.study_runs`)."""
     metrics = logged["metrics"]
     overrides = logged["overrides"]
     return VariantResult(

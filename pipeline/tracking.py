@@ -1,9 +1,11 @@
-"""The MLflow edge: the store, runs, datasets, metrics, tags and artifacts (models and the registry: `registry.py`).
+"""The MLflow edge: the store, runs, params, metrics, tags and artifacts.
 
 Stages never import mlflow; they return typed results and the stage edges (`run.py`, `retrain.py`) hand them
-to this module and `registry.py`, the only two that call MLflow's tracking API. The
-store is an embedded sqlite database with a local artifact folder unless `MLFLOW_TRACKING_URI` (or
-`tracking.uri`) names a server, which is checked before any work starts so a run never fails at the end.
+to this module and its neighbours on the edge: `tracking_datasets` (the labelled data a run read),
+`tracking_results` (what an evaluation, a labelling run or a study variant leaves in its run) and `registry`
+(models and the registry). The store is an embedded sqlite database with a local artifact folder unless
+`MLFLOW_TRACKING_URI` (or `tracking.uri`) names a server, which is checked before any work starts so a run
+never fails at the end.
 """
 
 from __future__ import annotations
@@ -11,25 +13,20 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-import pandas as pd
 import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import PipelineConfig, TrackingConfig, TrainingSource, dump_config, flatten
+from pipeline.config import PipelineConfig, dump_config, flatten
+from pipeline.config_sections import TrackingConfig
 from pipeline.io.digest import file_digest
-from pipeline.schema import LabelledSentence
-
-if TYPE_CHECKING:
-    from pipeline.scores import EvaluationReport
 
 MAX_PARAM_CHARS = 500  # MLflow allows 6000; longer values are unreadable in the UI anyway
 HEALTH_TIMEOUT_S = 5.0
@@ -301,99 +298,6 @@ def epoch_logger() -> Callable[[int, Mapping[str, float]], None]:
     return lambda epoch, metrics: log_epoch(metrics, epoch)
 
 
-# --- data -----------------------------------------------------------------------------------------------
-
-
-def sentences_frame(sentences: Sequence[LabelledSentence]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "id": [s.id for s in sentences],
-            "doc_id": [s.doc_id for s in sentences],
-            "text": [s.text for s in sentences],
-            "strategy": [";".join(s.strategy) for s in sentences],
-            "commitment": [s.commitment for s in sentences],
-        }
-    )
-
-
-def log_dataset(sentences: Sequence[LabelledSentence], name: str, context: str, source: Path | None = None) -> str:
-    """Log labelled sentences as an `mlflow.data` input of the active run (`context` is train/dev/eval)."""
-    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": both are local files
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            sentences_frame(sentences),
-            source=str(Path(source).resolve()) if source else None,
-            name=name,
-            targets="commitment",
-        )
-    mlflow.log_input(dataset, context=context)
-    mlflow.set_tag(f"dataset.{context}.mlflow_digest", dataset.digest)
-    return dataset.digest
-
-
-def log_training_sources(sources: Sequence[TrainingSource]) -> None:
-    """Log each training source as its own `mlflow.data` input (context `train`), with its weight and size.
-
-    Each source is read again on its own (a second of work for ten thousand sentences), so that what is logged
-    is exactly what the source selects.
-    """
-    from pipeline.labelled_data import check_splits
-
-    for i, source in enumerate(sources):
-        chosen = check_splits({"train": [source]})[0]["train"]
-        log_dataset(chosen, source.label, "train", source.path)
-        mlflow.log_params({f"data.train{i}.weight": source.weight, f"data.train{i}.sentences": len(chosen)})
-
-
-def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> None:
-    """One finished run per study variant: its overrides and key settings, dev scores, pairs and costs."""
-    params = {"variant.overrides": " ".join(result.overrides)[:MAX_PARAM_CHARS] or "(base)"}
-    params |= {k: v for k, v in config_params(config).items() if k.startswith(("train.model.", "data.train"))}
-    with mlflow.start_run(run_name=result.name, tags={"stage": "study", "study.reference": reference}):
-        mlflow.log_params({k: v[:MAX_PARAM_CHARS] for k, v in params.items()})
-        mlflow.log_metrics(
-            {
-                **{f"dev_{k}": v for k, v in result.metrics.items()},
-                **{f"selection_{k}": v for k, v in result.selection.items()},
-                **{f"paired.{head}.diff": d for head, (d, _, _) in result.paired.items()},
-                **{f"paired.{head}.ci_low": low for head, (_, low, _) in result.paired.items()},
-                **{f"paired.{head}.ci_high": high for head, (_, _, high) in result.paired.items()},
-                "fit_seconds": result.fit_seconds,
-                "train_sentences": float(result.train_sentences),
-            }
-        )
-        mlflow.set_tags({"study.description": result.description, "mlflow.note.content": result.description})
-
-
-# --- evaluation -----------------------------------------------------------------------------------------
-
-
-def log_evaluation(report: EvaluationReport, out_files: Sequence[Path], prefix: str = "") -> None:
-    """Log an evaluation's metrics, files (report, confusion PNGs), classification report and errors table.
-
-    `out_files` is what `pipeline.evaluate.write_report` wrote; `prefix` namespaces metrics and artifacts when
-    several models are scored in one run (`challenger` -> metric `challenger.commitment_macro_f1`).
-    """
-    from pipeline.reports import per_class_markdown
-
-    mlflow.log_metrics({(f"{prefix}.{k}" if prefix else k): float(v) for k, v in report.metrics.items()})
-    folder = f"evaluation/{prefix}" if prefix else "evaluation"
-    for path in map(Path, out_files):
-        if path.is_file():
-            mlflow.log_artifact(str(path), folder)
-    mlflow.log_text(per_class_markdown(report), f"{folder}/classification_report.md")
-    if report.errors:
-        mlflow.log_table(errors_frame(report.errors), f"{folder}/most_confident_errors.json")
-
-
-def errors_frame(errors: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The most-confident-errors rows as a table of scalars (label lists `;`-joined)."""
-    frame = pd.DataFrame(list(errors))
-    for column in frame.columns:
-        frame[column] = frame[column].map(lambda v: ";".join(map(str, v)) if isinstance(v, list | tuple) else v)
-    return frame
-
-
 # --- logging from the stage edges ---------------------------------------------------------------------------
 
 
@@ -433,37 +337,3 @@ def log_file(path: Path, folder: str) -> None:
     """Log a file as an artifact under `folder`, if it exists (a stage may not have written it)."""
     if Path(path).is_file():
         mlflow.log_artifact(str(path), folder)
-
-
-def log_labelling(result: Any, cfg: Any, engine: str = "local") -> None:
-    """A labelling run: counts, the input and output locations, the model that labelled, and the engine's pace."""
-    mlflow.log_metrics(
-        {
-            "documents": result.documents,
-            "labelled_documents": result.labelled,
-            "sentences": result.sentences,
-            "rejected_documents": result.rejected,
-            "truncated_documents": result.warnings,
-        }
-    )
-    model = getattr(result, "model", None)
-    tags = {"label.engine": engine, "label.input": str(cfg.input), "label.output": str(result.output)}
-    if model is not None:
-        tags |= {"label.model_name": model.name, "label.model_version": model.version}
-    if engine == "spark":
-        tags |= {"spark.master": result.master, "spark.ui": result.ui_url or ""}
-        mlflow.log_metrics(
-            {
-                "sentences_per_second": result.rows_per_second,
-                "spark_startup_seconds": result.startup_seconds,
-                "labelling_seconds": result.labelling_seconds,
-            }
-        )
-    mlflow.set_tags(tags)
-    summary = Path(result.summary)
-    if summary.is_dir():  # the Spark engine's summary is a Parquet dataset
-        mlflow.log_artifacts(str(summary), f"labelling/{summary.name}")
-    elif summary.is_file():
-        mlflow.log_artifact(str(summary), "labelling")
-    if Path(result.rejects).is_file():
-        mlflow.log_artifact(str(result.rejects), "labelling")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.config import ModelSpec, TrainConfig
 from pipeline.models.base import EpochCallback, build_model
 from pipeline.schema import LabelledSentence
+from pipeline.training_config import ModelSpec, TrainConfig
 
 console = Console(stderr=True)
 

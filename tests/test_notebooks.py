@@ -16,7 +16,7 @@ import mlflow
 import nbformat
 import pytest
 
-from pipeline import registry, tracking
+from pipeline import registry, tracking, tracking_results
 from pipeline.config import EvaluateConfig, LabelConfig, PipelineConfig, SegmentConfig
 from pipeline.io.documents import read_documents
 from pipeline.label import label_documents
@@ -99,7 +99,7 @@ def _build_store(root: Path) -> ReviewInputs:
             for name, model in models.items():
                 report = evaluate_predictions(dev, model.predict_proba(dev_texts), config.evaluate, name)
                 files = write_report(report, root / "evaluation" / name)
-                tracking.log_evaluation(report, files, prefix=name)
+                tracking_results.log_evaluation(report, files, prefix=name)
     registry.set_champion(REGISTERED, versions["majority"])
 
     labelled = root / "labelled_sentences.parquet"

@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
+from pipeline.config_sections import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.engines.spark_tasks import (
     COMBINED_DDL,
     ITEMS_DDL,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import LabelConfig, SegmentConfig
+from pipeline.config_sections import LabelConfig, SegmentConfig
 from pipeline.io.documents import Source, read_source
 from pipeline.io.rejects import Reject
 from pipeline.labelling import (

@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from pipeline.config import RiksdagenQuery
+from pipeline.config_sections import RiksdagenQuery
 from pipeline.io.atomic import write_bytes_atomic
 from pipeline.io.html import html_to_text
 from pipeline.io.rejects import Reject

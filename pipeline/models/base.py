@@ -154,7 +154,7 @@ def read_model_json(path: Path, kind: str | None = None) -> dict[str, Any]:
 
 def load_model(path: Path | str) -> SentenceModel:
     """Load any saved model folder, whatever its kind."""
-    import pipeline.config  # noqa: F401  (registers the built-in kinds)
+    import pipeline.training_config  # noqa: F401  (registers the built-in kinds)
 
     path = Path(path)
     kind = read_model_json(path)["kind"]

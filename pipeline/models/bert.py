@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from pipeline.config import BertSpec
 from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts, training_weights
 from pipeline.models.backbone import load_encoder, load_tokenizer, quiet_transformers, set_threads
 from pipeline.models.base import (
@@ -47,6 +46,7 @@ from pipeline.schema import (
     strategy_matrix,
 )
 from pipeline.timing import phase
+from pipeline.training_config import BertSpec
 
 logger = logging.getLogger(__name__)
 # The layout saved before the model was a transformers model: encoder/ + heads.safetensors (still loaded).

@@ -27,7 +27,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from pipeline.config import EvaluateConfig
+from pipeline.config_sections import EvaluateConfig
 from pipeline.labelled_data import strategy_labelled
 from pipeline.metrics import tune_thresholds
 from pipeline.models.backbone import quiet_transformers

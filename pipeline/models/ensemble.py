@@ -14,7 +14,6 @@ from typing import Any, Self
 
 import numpy as np
 
-from pipeline.config import EnsembleSpec
 from pipeline.labelled_data import grouped_split, in_document_order, sentence_texts, strategy_labelled
 from pipeline.models.base import (
     EpochCallback,
@@ -35,6 +34,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.training_config import EnsembleSpec
 
 
 def mix_probabilities(

@@ -11,7 +11,6 @@ from typing import Any, Self
 import numpy as np
 import yaml
 
-from pipeline.config import KeywordSpec
 from pipeline.labelled_data import strategy_labelled
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
@@ -23,6 +22,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.training_config import KeywordSpec
 
 _LEXICON_FILE = "lexicon.yaml"
 

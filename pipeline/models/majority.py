@@ -9,7 +9,6 @@ from typing import Self
 
 import numpy as np
 
-from pipeline.config import MajoritySpec
 from pipeline.labelled_data import strategy_labelled
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
@@ -20,6 +19,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.training_config import MajoritySpec
 
 
 class MajorityModel(SinglePassModel):

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from pipeline.config import PretrainConfig, TokenizerConfig
+from pipeline.config_sections import PretrainConfig, TokenizerConfig
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -39,7 +39,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from pipeline.config import PretrainConfig
+from pipeline.config_sections import PretrainConfig
 from pipeline.io.atomic import write_text_atomic
 from pipeline.models.backbone import load_tokenizer, quiet_transformers, set_threads
 from pipeline.models.mlm_corpus import TrainingBlocks, heldout_blocks, train_tokenizer

@@ -13,7 +13,6 @@ from typing import Any, Self
 
 import numpy as np
 
-from pipeline.config import TfidfSpec
 from pipeline.labelled_data import in_document_order, sentence_texts, strategy_labelled, training_weights
 from pipeline.models.base import SinglePassModel, check_fitted, read_model_json, write_model_json
 from pipeline.schema import (
@@ -25,6 +24,7 @@ from pipeline.schema import (
     commitment_indices,
     strategy_matrix,
 )
+from pipeline.training_config import TfidfSpec
 
 _ESTIMATORS_FILE = "estimators.skops"
 # skops writes every vocabulary entry as its own array (35,000 files, 38 MB for the default model), so the

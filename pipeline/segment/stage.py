@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import SegmentConfig
+from pipeline.config_sections import SegmentConfig
 from pipeline.io.documents import read_documents
 from pipeline.io.jsonl import write_jsonl
 from pipeline.io.rejects import Reject, write_rejects
