@@ -3,7 +3,7 @@
 Which answers announce money, which only promise an inquiry, in which part of the strategy, per minister and
 over time, and which sentences to check first. Plots are embedded PNGs and tables plain HTML, so the file
 opens from disk, from a mail or from the MLflow UI (the label stage logs it) with no server. The numbers come
-from `pipeline.review`, the same functions notebook 02 calls.
+from `pipeline.review_answers`, the same functions notebook 02 calls.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline import review, review_plots
+from pipeline import review_answers, review_plots
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,8 +53,8 @@ class ReportInputs:
 
 def load_inputs(labelled: Path) -> ReportInputs:
     """Read a `pipeline label` output and the summary beside it."""
-    sentences = review.load_labelled(Path(labelled))
-    facts = review.answer_facts(sentences, review.load_summary(Path(labelled)))
+    sentences = review_answers.load_labelled(Path(labelled))
+    facts = review_answers.answer_facts(sentences, review_answers.load_summary(Path(labelled)))
     model = ""
     if "model_name" in sentences and len(sentences):
         pairs = sorted({f"{n} v{v}" for n, v in zip(sentences["model_name"], sentences["model_version"], strict=True)})
@@ -74,12 +74,12 @@ def write_report(labelled: Path, output: Path | None = None) -> Path:
 def render(inputs: ReportInputs) -> str:
     """The whole page as one HTML string."""
     sentences, facts = inputs.sentences, inputs.facts
-    answers = review.answers_announcing(sentences, facts)
-    found = review.announcements(sentences, facts)
-    by_minister = review.commitment_by_strategy(sentences, facts, "minister")
-    by_answer = review.commitment_by_strategy(sentences, facts, "doc_id")
-    over_time = review.commitments_over_time(sentences, facts, "year")
-    first = review.review_first(sentences, REVIEW_ROWS)
+    answers = review_answers.answers_announcing(sentences, facts)
+    found = review_answers.announcements(sentences, facts)
+    by_minister = review_answers.commitment_by_strategy(sentences, facts, "minister")
+    by_answer = review_answers.commitment_by_strategy(sentences, facts, "doc_id")
+    over_time = review_answers.commitments_over_time(sentences, facts, "year")
+    first = review_answers.review_first(sentences, REVIEW_ROWS)
     titles = facts.set_index("doc_id")["title"].to_dict()
 
     parts = [
@@ -119,10 +119,10 @@ def render(inputs: ReportInputs) -> str:
         '<p class="note">Cells: sentences (share of the minister\'s sentences in that dimension). A sentence '
         "counts once for each dimension it has; <code>(none)</code>: no dimension.</p>",
         _figure(review_plots.plot_commitment_shares(_top(by_minister, "minister"), "minister", "Per minister")),
-        _table(review.commitment_by_strategy_wide(by_minister, "minister").reset_index()),
+        _table(review_answers.commitment_by_strategy_wide(by_minister, "minister").reset_index()),
         '<h2 id="answers">Per answer: commitment types by strategy dimension</h2>',
         _figure(review_plots.plot_commitment_shares(_top(by_answer, "doc_id"), "doc_id", "Per answer")),
-        _answers_table(review.commitment_by_strategy_wide(by_answer, "doc_id"), titles),
+        _answers_table(review_answers.commitment_by_strategy_wide(by_answer, "doc_id"), titles),
         '<h2 id="time">Commitments over time</h2>',
         '<p class="note">Sentences per commitment type (not <code>none</code>) per year of the answer.</p>',
         _figure(review_plots.plot_over_time(over_time, "Commitment sentences per year")) if len(over_time) else "",

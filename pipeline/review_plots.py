@@ -1,5 +1,6 @@
-"""The review notebooks' and the labelling report's figures: each a matplotlib Figure drawn from one of
-`pipeline.review`'s tables (scores with intervals, per-class scores, curves, commitment shares, counts)."""
+"""The review notebooks' and the labelling report's figures: each a matplotlib Figure drawn from one of the
+tables of `pipeline.review_runs` and `pipeline.review_answers` (scores with intervals, per-class scores,
+curves, commitment shares, counts)."""
 
 from __future__ import annotations
 

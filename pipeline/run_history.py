@@ -1,6 +1,6 @@
 """Reading the tracking store back for review: an experiment's runs, their curves, the evaluation files they
 logged and the registered versions. The write side is `pipeline.tracking` (and `pipeline.registry`); the
-notebooks get these frames from here and hand them to `pipeline.review`'s pure functions.
+notebooks get these frames from here and hand them to the pure functions of `pipeline.review_runs`.
 """
 
 from __future__ import annotations

@@ -200,11 +200,11 @@ def test_experiment_review_notebook_runs(review_inputs):
     assert not _stderr(notebook), _stderr(notebook)[:2000]  # no progress bars, no warnings
 
     # the logged confusion matrices and reliability diagrams: each model's own, under its own name
-    from pipeline import review, run_history
+    from pipeline import review_runs, run_history
 
     client = mlflow.MlflowClient(review_inputs.tracking_uri)
     runs = run_history.load_runs(EXPERIMENT, review_inputs.tracking_uri)
-    scores = review.model_scores(runs)
+    scores = review_runs.model_scores(runs)
     assert set(scores["model"]) == {"majority", "tfidf"}  # no run name posing as a model
     evaluation = run_history.fetch_evaluation_run_ids(client, list(runs["run_id"]))[0]
     images = run_history.fetch_evaluation_images(client, evaluation, review_inputs.root / "images")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import review
+from pipeline import review_answers
 from pipeline.cli import app
 from pipeline.config import LabelConfig, SegmentConfig
 from pipeline.io.documents import read_documents
@@ -80,10 +80,10 @@ def test_report_escapes_text(tmp_path: Path, labelled: Path) -> None:
 
 
 def test_shares_of_commitment_types_add_up_within_each_dimension(labelled: Path) -> None:
-    sentences = review.load_labelled(labelled)
-    facts = review.answer_facts(sentences, review.load_summary(labelled))
+    sentences = review_answers.load_labelled(labelled)
+    facts = review_answers.answer_facts(sentences, review_answers.load_summary(labelled))
     for by in ("minister", "doc_id"):
-        long = review.commitment_by_strategy(sentences, facts, by)
+        long = review_answers.commitment_by_strategy(sentences, facts, by)
         sums = long.groupby([by, "strategy"])["share"].sum()
         assert sums.round(9).eq(1.0).all()
         # a sentence counts once per dimension it has (or once under "(none)")
@@ -101,9 +101,9 @@ def test_report_command(labelled: Path, tmp_path: Path) -> None:
 
 
 def test_answer_facts_take_the_question_title_when_the_document_has_no_title(labelled: Path) -> None:
-    sentences = review.load_labelled(labelled)
-    summary = review.load_summary(labelled)
-    facts = review.answer_facts(sentences, summary).set_index("doc_id")
+    sentences = review_answers.load_labelled(labelled)
+    summary = review_answers.load_summary(labelled)
+    facts = review_answers.answer_facts(sentences, summary).set_index("doc_id")
     metadata = {
         d: json.loads(m) if isinstance(m, str) else m
         for d, m in zip(summary["doc_id"], summary["metadata"], strict=True)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline import review
+from pipeline import review_answers, review_runs
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS
 
 
@@ -49,20 +49,20 @@ def labelled(tmp_path):
 
 
 def test_load_labelled_splits_strategy_and_refuses_other_files(labelled, tmp_path):
-    frame = review.load_labelled(labelled)
+    frame = review_answers.load_labelled(labelled)
     assert frame.loc[2, "strategy"] == ["forsvara", "forhindra"]
     assert frame.loc[0, "strategy"] == []
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps({"doc_id": "a", "text": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.jsonl: not a labelled-sentences file; missing column"):
-        review.load_labelled(broken)
+        review_answers.load_labelled(broken)
     with pytest.raises(FileNotFoundError, match=r"nowhere\.parquet"):
-        review.load_labelled(tmp_path / "nowhere.parquet")
+        review_answers.load_labelled(tmp_path / "nowhere.parquet")
 
 
 def test_answer_facts_reads_signature_and_dateline_then_prefers_summary(labelled):
-    sentences = review.load_labelled(labelled)
-    facts = review.answer_facts(sentences).set_index("doc_id")
+    sentences = review_answers.load_labelled(labelled)
+    facts = review_answers.answer_facts(sentences).set_index("doc_id")
     assert facts.loc["a", "minister"] == "Påhittad Minister"
     assert facts.loc["a", "date"] == "2030-04-03" and facts.loc["a", "year"] == 2030
     assert facts.loc["b", "minister"] == "(unknown)" and pd.isna(facts.loc["b", "year"])
@@ -78,7 +78,7 @@ def test_answer_facts_reads_signature_and_dateline_then_prefers_summary(labelled
             ],
         }
     )
-    facts = review.answer_facts(sentences, summary).set_index("doc_id")
+    facts = review_answers.answer_facts(sentences, summary).set_index("doc_id")
     assert facts.loc["a", "minister"] == "Annan Minister" and facts.loc["a", "year"] == 2030
     assert facts.loc["b", "minister"] == "M B" and facts.loc["b", "year"] == 2029
     assert facts.loc["b", "title"] == "Svar B"
@@ -87,38 +87,38 @@ def test_answer_facts_reads_signature_and_dateline_then_prefers_summary(labelled
 def test_answer_facts_take_the_rows_own_columns_first(labelled):
     """Files labelled now carry title, date, minister and question title on every row; those win, and a row
     without them (None) still falls back to the signature and dateline."""
-    sentences = review.load_labelled(labelled)
+    sentences = review_answers.load_labelled(labelled)
     sentences["title"] = sentences["doc_id"].map({"a": "Svar på fråga A", "b": None})
     sentences["date"] = sentences["doc_id"].map({"a": "2031-01-02", "b": None})
     sentences["minister"] = sentences["doc_id"].map({"a": None, "b": "Eva Konstruerad"})
     sentences["question_title"] = sentences["doc_id"].map({"a": "Fråga A", "b": None})
-    facts = review.answer_facts(sentences).set_index("doc_id")
+    facts = review_answers.answer_facts(sentences).set_index("doc_id")
     assert facts.loc["a", ["title", "date", "minister", "question_title"]].tolist() == [
         "Svar på fråga A", "2031-01-02", "Påhittad Minister", "Fråga A",
     ]  # fmt: skip
     assert facts.loc["a", "year"] == 2031
     assert facts.loc["b", "minister"] == "Eva Konstruerad" and pd.isna(facts.loc["b", "title"])
-    per_minister = review.label_counts(sentences, facts, "minister")["sentences"].to_dict()
+    per_minister = review_answers.label_counts(sentences, facts, "minister")["sentences"].to_dict()
     assert per_minister == {"Eva Konstruerad": 2, "Påhittad Minister": 5}
 
 
 def test_label_counts_per_answer_and_per_minister(labelled):
-    sentences = review.load_labelled(labelled)
-    facts = review.answer_facts(sentences)
-    per_answer = review.label_counts(sentences, facts, "doc_id")
+    sentences = review_answers.load_labelled(labelled)
+    facts = review_answers.answer_facts(sentences)
+    per_answer = review_answers.label_counts(sentences, facts, "doc_id")
     assert per_answer.loc["a"].to_dict() == {
         "sentences": 5, "forebygga": 1, "forhindra": 1, "forsvara": 1, "no strategy": 3,
         "funding": 1, "pending_proposal": 1, "support": 0, "institution": 0, "none": 3,
     }  # fmt: skip
-    per_minister = review.label_counts(sentences, facts, "minister")
+    per_minister = review_answers.label_counts(sentences, facts, "minister")
     assert per_minister["sentences"].to_dict() == {"(unknown)": 2, "Påhittad Minister": 5}
     with pytest.raises(ValueError, match="cannot group by 'party'"):
-        review.label_counts(sentences, facts, "party")
+        review_answers.label_counts(sentences, facts, "party")
 
 
 def test_review_first_ranks_the_least_sure_decision_first(labelled):
-    sentences = review.load_labelled(labelled)
-    ranked = review.review_first(sentences, n=3)
+    sentences = review_answers.load_labelled(labelled)
+    ranked = review_answers.review_first(sentences, n=3)
     # b#0: commitment 0.4 is the weakest of all; a#2: forhindra given at p=0.55 comes next
     assert list(zip(ranked["doc_id"], ranked["index"], strict=True))[:2] == [("b", 0), ("a", 2)]
     assert ranked.loc[0, "weakest_head"] == "commitment" and ranked.loc[0, "confidence"] == pytest.approx(0.4)
@@ -155,7 +155,7 @@ def _runs() -> pd.DataFrame:
 
 
 def test_runs_table_keeps_key_params_and_prefixed_metrics():
-    table = review.runs_table(_runs())
+    table = review_runs.runs_table(_runs())
     assert list(table["duration_s"]) == [30.0, 5.0, 60.0]
     assert table.loc[2, "train.model.kind"] == "tfidf"
     assert table.loc[0, "tfidf.commitment_macro_f1"] == 0.6
@@ -163,13 +163,13 @@ def test_runs_table_keeps_key_params_and_prefixed_metrics():
 
 
 def test_model_scores_and_per_class_scores_parse_metric_names():
-    scores = review.model_scores(_runs()).set_index(["model", "metric"])
+    scores = review_runs.model_scores(_runs()).set_index(["model", "metric"])
     assert scores.loc[("tfidf", "commitment_macro_f1"), "ci_low"] == 0.5
     assert scores.loc[("majority", "commitment_macro_f1"), "value"] == 0.1
     assert scores.loc[("model", "strategy_macro_f1"), "value"] == 0.4  # unprefixed: the model run's tag
     # no run name posing as a model: neither the evaluate run nor the pipeline run's headline copy
     assert set(scores.index.get_level_values("model")) == {"tfidf", "majority", "model"}
-    per_class = review.per_class_scores(_runs())
+    per_class = review_runs.per_class_scores(_runs())
     assert sorted(zip(per_class["head"], per_class["label"], per_class["value"], strict=True)) == [
         ("commitment", "support", 0.75),
         ("strategy", "forsvara", 0.5),
@@ -177,7 +177,7 @@ def test_model_scores_and_per_class_scores_parse_metric_names():
 
 
 def test_model_runs_table_is_one_row_per_model_with_settings_and_intervals():
-    table = review.model_runs_table(_runs())
+    table = review_runs.model_runs_table(_runs())
     assert list(table["model"]) == ["model"]
     row = table.iloc[0]
     assert row["kind"] == "tfidf"
@@ -192,5 +192,5 @@ def test_alias_versions_reads_the_aliases_column():
     versions = pd.DataFrame(
         {"name": ["m", "m"], "version": [2, 1], "aliases": ["challenger", "champion"], "run_id": ["x", "y"]}
     )
-    aliases = review.alias_versions(versions).set_index("alias")
+    aliases = review_runs.alias_versions(versions).set_index("alias")
     assert aliases.loc["champion", "version"] == 1 and aliases.loc["challenger", "version"] == 2

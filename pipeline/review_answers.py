@@ -1,9 +1,10 @@
-"""The data behind the review notebooks: runs, curves, per-class scores, aliases and labelled answers.
+"""The data behind the labelled-answers review (notebook 02 and `ct-pipeline report`): a labelling output
+read back, each answer's facts (title, minister, date), and the tables researchers ask for first: money and
+inquiries announced, commitment types per strategy dimension, per minister, over time, and the sentences a
+reviewer should check first.
 
-The notebooks in `notebooks/` only choose parameters, call these functions and plot; everything that could
-be wrong (which columns, which metric names, how confidence is measured) lives here, where it is tested.
 Functions named `load_*` read files; the rest are pure functions of data frames, drawn by
-`pipeline.review_plots`. What the notebooks read from MLflow comes from `pipeline.run_history`.
+`pipeline.review_plots`.
 """
 
 from __future__ import annotations
@@ -21,31 +22,9 @@ from pipeline.schema import (
     DOCUMENT_FACTS,
     LABELLED_ROW_COLUMNS,
     STRATEGY_LABELS,
-    STRATEGY_PROBABILITY_COLUMNS,
 )
 
-# The headline numbers of a run, as `pipeline.evaluate` names them (optionally behind a `<model>.` prefix).
-KEY_METRICS: tuple[str, ...] = (
-    "commitment_macro_f1",
-    "strategy_macro_f1",
-    "commitment_accuracy",
-    "strategy_micro_f1",
-    "commitment_ece",
-)
-# Config params worth a column in the runs table (those a run did not log are left out).
-KEY_PARAMS: tuple[str, ...] = (
-    "train.model.kind",
-    "train.model.backbone",
-    "train.model.context",
-    "train.model.learning_rate",
-    "train.model.epochs",
-    "train.model.commitment_loss",
-    "pretrain.mode",
-    "data.train",
-)
-STRATEGY_PROBABILITIES = STRATEGY_PROBABILITY_COLUMNS
-COMMITMENT_PROBABILITIES = COMMITMENT_PROBABILITY_COLUMNS
-# The columns review reads from a labelled-sentences file (`pipeline.schema.LABELLED_ROW`); files labelled before
+# The columns the review reads from a labelled-sentences file (`pipeline.schema.LABELLED_ROW`); files labelled before
 # the row gained `truncated`, the model columns and the document facts still load.
 FACT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in DOCUMENT_FACTS)
 LABELLED_COLUMNS: tuple[str, ...] = tuple(
@@ -53,146 +32,11 @@ LABELLED_COLUMNS: tuple[str, ...] = tuple(
     for c in LABELLED_ROW_COLUMNS
     if c not in ("start", "end", "role", "truncated", "model_name", "model_version", *FACT_COLUMNS)
 )
-_PER_CLASS = re.compile(
-    r"^(?:(?P<model>.+)\.)?(?P<head>commitment|strategy)_(?P<measure>f1|precision|recall)_(?P<label>[a-z_]+)$"
-)
 _MONTHS = (
     "januari", "februari", "mars", "april", "maj", "juni",
     "juli", "augusti", "september", "oktober", "november", "december",
 )  # fmt: skip
 _DATELINE = re.compile(r"den (\d{1,2}) (" + "|".join(_MONTHS) + r") (\d{4})", re.IGNORECASE)
-
-
-# --- experiments ----------------------------------------------------------------------------------------
-
-
-def runs_table(
-    runs: pd.DataFrame, metrics: Sequence[str] = KEY_METRICS, params: Sequence[str] = KEY_PARAMS
-) -> pd.DataFrame:
-    """One row per run: name, stage, status, duration, the key params and every key metric (prefixed too)."""
-    if runs.empty:
-        return pd.DataFrame(columns=["run_id", "run_name", "stage", "status", "start_time", "duration_s"])
-    table = pd.DataFrame(
-        {
-            "run_id": runs["run_id"],
-            "run_name": runs.get("tags.mlflow.runName"),
-            "stage": runs.get("tags.stage"),
-            "parent_run_id": runs.get("tags.mlflow.parentRunId"),
-            "status": runs["status"],
-            "start_time": runs["start_time"],
-            "duration_s": (runs["end_time"] - runs["start_time"]).dt.total_seconds(),
-        }
-    )
-    for param in params:
-        if f"params.{param}" in runs:
-            table[param] = runs[f"params.{param}"]
-    metric_columns = [c for c in runs.columns if c.startswith("metrics.") and c.split(".")[-1] in metrics]
-    for column in sorted(metric_columns):
-        table[column.removeprefix("metrics.")] = runs[column]
-    return table.dropna(axis=1, how="all").reset_index(drop=True)
-
-
-def model_scores(
-    runs: pd.DataFrame, metrics: Sequence[str] = ("commitment_macro_f1", "strategy_macro_f1")
-) -> pd.DataFrame:
-    """Each scored model's headline numbers: run_id, run_name, model, metric, value, ci_low, ci_high.
-
-    An evaluate run that scored several models logs `<model>.<metric>`; a model's own run (tag `model`, one
-    per trained model) logs `<metric>`. Unprefixed metrics of any other run (the pipeline run's headline copy)
-    are not a model of their own and are left out.
-    """
-    rows = []
-    for _, run in runs.iterrows():
-        for column, value in run.items():
-            if not (isinstance(column, str) and column.startswith("metrics.")) or pd.isna(value):
-                continue
-            key = column.removeprefix("metrics.")
-            model, _, metric = key.rpartition(".")
-            if metric not in metrics:
-                continue
-            model = model or _model_tag(run)
-            if not model:
-                continue
-            rows.append(
-                {
-                    "run_id": run["run_id"],
-                    "run_name": run.get("tags.mlflow.runName"),
-                    "model": model,
-                    "metric": metric,
-                    "value": float(value),
-                    "ci_low": run.get(f"{column}_ci_low"),
-                    "ci_high": run.get(f"{column}_ci_high"),
-                }
-            )
-    return pd.DataFrame(rows, columns=["run_id", "run_name", "model", "metric", "value", "ci_low", "ci_high"])
-
-
-def per_class_scores(runs: pd.DataFrame, measure: str = "f1") -> pd.DataFrame:
-    """Long table (run_id, run_name, model, head, label, value) of per-class scores of every scored model."""
-    known = {"commitment": set(COMMITMENT_LABELS), "strategy": set(STRATEGY_LABELS)}
-    rows = []
-    for _, run in runs.iterrows():
-        for column, value in run.items():
-            if not (isinstance(column, str) and column.startswith("metrics.")) or pd.isna(value):
-                continue
-            match = _PER_CLASS.match(column.removeprefix("metrics."))
-            if not match or match["measure"] != measure or match["label"] not in known[match["head"]]:
-                continue
-            model = match["model"] or _model_tag(run)
-            if not model:
-                continue
-            rows.append(
-                {
-                    "run_id": run["run_id"],
-                    "run_name": run.get("tags.mlflow.runName"),
-                    "model": model,
-                    "head": match["head"],
-                    "label": match["label"],
-                    "value": float(value),
-                }
-            )
-    return pd.DataFrame(rows, columns=["run_id", "run_name", "model", "head", "label", "value"])
-
-
-def _model_tag(run: pd.Series) -> str | None:
-    value = run.get("tags.model")
-    return value if isinstance(value, str) and value else None
-
-
-def model_runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained model (its own run): settings, then the dev scores with their 95% intervals.
-
-    The same row the MLflow UI shows for a model run: `kind` and the other spec params (ensemble members
-    as `member0.*`), `fit_seconds`, and each headline metric as `value [low, high]` columns.
-    """
-    if runs.empty or "tags.model" not in runs:
-        return pd.DataFrame(columns=["model", "role", "run_id"])
-    models = runs[runs["tags.model"].notna()]
-    table = pd.DataFrame({"model": models["tags.model"], "role": models.get("tags.role"), "run_id": models["run_id"]})
-    for column in sorted(c for c in models.columns if c.startswith("params.")):
-        table[column.removeprefix("params.")] = models[column]
-    for metric in (*KEY_METRICS, "fit_seconds"):
-        for suffix in ("", "_ci_low", "_ci_high"):
-            column = f"metrics.{metric}{suffix}"
-            if column in models:
-                table[f"{metric}{suffix}"] = models[column]
-    return table.dropna(axis=1, how="all").reset_index(drop=True)
-
-
-def alias_versions(versions: pd.DataFrame, aliases: Sequence[str] = ("champion", "challenger")) -> pd.DataFrame:
-    """Which version each alias points at, per registered model (a missing alias is absent)."""
-    rows = []
-    for _, row in versions.iterrows():
-        held = [a.strip() for a in str(row["aliases"]).split(",") if a.strip()]
-        rows += [
-            {"name": row["name"], "alias": a, "version": row["version"], "run_id": row["run_id"]}
-            for a in aliases
-            if a in held
-        ]
-    return pd.DataFrame(rows, columns=["name", "alias", "version", "run_id"])
-
-
-# --- labelled answers -----------------------------------------------------------------------------------
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -442,7 +286,7 @@ def sentence_confidence(sentences: pd.DataFrame) -> pd.DataFrame:
     the label was given and 1 - p when it was not; the sentence's strategy confidence is its least sure one.
     """
     out = sentences.copy()
-    out["commitment_confidence"] = out[list(COMMITMENT_PROBABILITIES)].max(axis=1)
+    out["commitment_confidence"] = out[list(COMMITMENT_PROBABILITY_COLUMNS)].max(axis=1)
     decisions = pd.DataFrame(
         {
             label: out[f"p_{label}"].where(out["strategy"].map(lambda ls, lab=label: lab in ls), 1 - out[f"p_{label}"])
