@@ -207,6 +207,7 @@ class PseudoLabelConfig(Section):
     summary: Path | None = None  # default: <output stem>.summary.json beside the output
     rejects: Path | None = None  # default: <output stem>.rejects.jsonl beside the output
     source_name: str = Field("pseudo", min_length=1)  # the `source` field of every written sentence
+    distinct_texts: bool = True  # a sentence text is kept once (its first occurrence), not once per page
     # at most this many sentences: commitment types take turns (a seeded random order within each type)
     max_sentences: int | None = Field(None, ge=1)
     seed: int = 13

@@ -19,9 +19,11 @@ threshold and p <= 1 - m. A label the teacher's threshold sets with p < m is not
 dropped even where p <= 1 - m (a threshold below 1 - m). Sentences the model read only in part (`truncated`)
 are never kept.
 
-`max_sentences` caps the kept sentences balanced by commitment type: the types take turns (in
-`COMMITMENT_LABELS` order), each giving its next sentence in a random order drawn with `seed`, until the cap
-is reached or every type is spent; the kept sentences stay in document order.
+With `distinct_texts` a sentence text is kept once, where it first occurs: page furniture and stock phrases
+that recur across hundreds of pages would otherwise count hundreds of times. `max_sentences` then caps the
+kept sentences balanced by commitment type: the types take turns (in `COMMITMENT_LABELS` order), each giving
+its next sentence in a random order drawn with `seed`, until the cap is reached or every type is spent; the
+kept sentences stay in document order.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ class PseudoLabelResult:
     sentences_seen: int = 0
     sentences_truncated: int = 0  # read only in part: never kept
     sentences_confident: int = 0  # passed the confidence rule
+    sentences_repeated: int = 0  # confident, but the same text was kept already (distinct_texts)
     sentences_kept: int = 0  # written (after max_sentences)
     seen_per_label: dict[str, dict[str, int]] = field(default_factory=dict)
     kept_per_label: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -166,6 +169,7 @@ class PseudoLabelResult:
                 "sentences_seen",
                 "sentences_truncated",
                 "sentences_confident",
+                "sentences_repeated",
                 "sentences_kept",
             )
         }
@@ -237,6 +241,7 @@ def pseudo_label(
         seen_ids: set[str] = set()
         rejects: list[dict[str, Any]] = []
         candidates: list[dict[str, Any]] = []
+        kept_texts: set[str] = set()
         seen: list[dict[str, Any]] = []
         items = _documents(cfg.corpus)
         while True:
@@ -265,13 +270,16 @@ def pseudo_label(
                 truncated = batch.sentences["truncated"].to_pylist()
                 seen.extend({"commitment": s["commitment"], "strategy": s["strategy"]} for s in lines)
                 result.sentences_truncated += sum(truncated)
-                candidates.extend(
-                    line
-                    for line, cut in zip(lines, truncated, strict=True)
-                    if not cut and line["confidence"] >= cfg.min_confidence
-                )
+                for line, cut in zip(lines, truncated, strict=True):
+                    if cut or line["confidence"] < cfg.min_confidence:
+                        continue
+                    result.sentences_confident += 1
+                    if cfg.distinct_texts and line["text"] in kept_texts:
+                        result.sentences_repeated += 1
+                        continue
+                    kept_texts.add(line["text"])
+                    candidates.append(line)
         result.sentences_seen = len(seen)
-        result.sentences_confident = len(candidates)
         if cfg.max_sentences is not None and len(candidates) > cfg.max_sentences:
             picked = balanced_cap([c["commitment"] for c in candidates], cfg.max_sentences, cfg.seed)
             candidates = [candidates[i] for i in picked]
@@ -300,6 +308,7 @@ def pseudo_label(
             "seen": result.sentences_seen,
             "truncated": result.sentences_truncated,
             "confident": result.sentences_confident,
+            "repeated": result.sentences_repeated,
             "kept": result.sentences_kept,
         },
         "seen_per_label": result.seen_per_label,

@@ -95,7 +95,9 @@ def test_excluded_documents_never_come_back_and_are_counted(teacher_dir: Path, t
     train = labelled_file(tmp_path / "train.jsonl", ["svar-0000", "svar-0001"])
     silver = labelled_file(tmp_path / "silver.jsonl", ["svar-0001", "svar-0002", "not-in-corpus"])
     dev = labelled_file(tmp_path / "dev.jsonl", ["svar-0003"])
-    result, lines = run(tmp_path, teacher_dir, (dev,), exclude=[train, silver], min_confidence=0.0)
+    result, lines = run(
+        tmp_path, teacher_dir, (dev,), exclude=[train, silver], min_confidence=0.0, distinct_texts=False
+    )
 
     docs = {line["doc_id"] for line in lines}
     assert docs == {f"svar-{i:04d}" for i in range(4, 12)}
@@ -120,10 +122,18 @@ def test_excluded_documents_never_come_back_and_are_counted(teacher_dir: Path, t
     order = [(x["doc_id"], x["sentence_index"]) for x in lines]
     assert order == sorted(order)
 
+    # by default a text that recurs (a stock phrase on many pages) is kept once, where it first occurs
+    result, distinct = run(tmp_path, teacher_dir, (dev,), exclude=[train, silver], min_confidence=0.0)
+    first = {}
+    for line in lines:
+        first.setdefault(line["text"], line["id"])
+    assert [x["id"] for x in distinct] == [i for i in (x["id"] for x in lines) if i in set(first.values())]
+    assert result.sentences_repeated == len(lines) - len(distinct) > 0
+
 
 def test_kept_sentences_are_exactly_those_sure_on_both_heads(teacher_dir: Path, tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus.jsonl", 12)
-    _, every = run(tmp_path, teacher_dir, min_confidence=0.0, output=tmp_path / "all.jsonl")
+    _, every = run(tmp_path, teacher_dir, min_confidence=0.0, output=tmp_path / "all.jsonl", distinct_texts=False)
     confidences = sorted(line["confidence"] for line in every)
     m = confidences[len(confidences) // 2]  # a threshold some sentences pass and some do not
     assert 0.5 < m < 1 and confidences[0] < m
@@ -131,7 +141,7 @@ def test_kept_sentences_are_exactly_those_sure_on_both_heads(teacher_dir: Path, 
         sure_strategy = [line[f"p_{s}"] if s in line["strategy"] else 1 - line[f"p_{s}"] for s in STRATEGY_LABELS]
         assert line["confidence"] == pytest.approx(min(max(line[f"p_{c}"] for c in COMMITMENT_LABELS), *sure_strategy))
 
-    result, kept = run(tmp_path, teacher_dir, min_confidence=m)
+    result, kept = run(tmp_path, teacher_dir, min_confidence=m, distinct_texts=False)
     expected = [line["id"] for line in every if rule_holds(line, m)]
     assert [line["id"] for line in kept] == expected
     assert 0 < len(kept) < len(every) and result.sentences_confident == len(kept)
@@ -166,9 +176,10 @@ def test_max_sentences_takes_commitment_types_in_turn(teacher_dir: Path, tmp_pat
     assert sorted(balanced_cap(commitments, 100, seed=3)) == list(range(17))
 
     write_corpus(tmp_path / "corpus.jsonl", 12)
-    result, lines = run(tmp_path, teacher_dir, min_confidence=0.0, max_sentences=4)
-    assert len(lines) == 4 == result.sentences_kept < result.sentences_confident
-    assert len({line["commitment"] for line in lines}) == min(4, len(set(result.seen_per_label["commitment"])))
+    _, every = run(tmp_path, teacher_dir, min_confidence=0.0, distinct_texts=False, output=tmp_path / "all.jsonl")
+    result, lines = run(tmp_path, teacher_dir, min_confidence=0.0, max_sentences=4, distinct_texts=False)
+    assert len(lines) == 4 == result.sentences_kept < result.sentences_confident == len(every)
+    assert len({line["commitment"] for line in lines}) == min(4, len({line["commitment"] for line in every}))
 
 
 def test_bad_input_is_named_or_listed_never_lost(teacher_dir: Path, tmp_path: Path) -> None:
