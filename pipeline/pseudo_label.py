@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import LabelConfig, PseudoLabelConfig, SegmentConfig
+from pipeline.config_sections import LabelConfig, PseudoLabelConfig, SegmentConfig
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.documents import read_documents
 from pipeline.io.jsonl import BadLine, read_jsonl, write_jsonl
