@@ -6,6 +6,11 @@ optimistic for all of them alike; the "@0.5" columns show the untuned numbers.
 
     PIPELINE_SHARED_DIR=../shared python scripts/bert_reference.py finetune cls mean mean-context
     PIPELINE_SHARED_DIR=../shared python scripts/bert_reference.py ensemble mean-context
+    PIPELINE_SHARED_DIR=../shared python scripts/bert_reference.py compare REFERENCE_MODEL MODEL
+
+`compare` scores two saved fine-tunes (say, the same variant trained by two versions of the training loop) on
+dev, each with its own stored thresholds, and their difference over the same document resamples
+(`pipeline.metrics.paired_differences`), so "does the new run reproduce the reference?" gets an interval.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 
 from pipeline.config import BertSpec, EvaluateConfig, TfidfSpec
 from pipeline.labelled_data import in_document_order, read_training_data, sentence_texts
-from pipeline.metrics import tune_thresholds
+from pipeline.metrics import paired_differences, tune_thresholds
 from pipeline.models import load_model
 from pipeline.models.bert import BertTwoHeadModel
 from pipeline.models.tfidf import TfidfModel
@@ -138,6 +143,29 @@ def ensemble(names: list[str]) -> None:
             _record(f"ensemble {name} w={w}", {"tuned": _scores(dev, mixed), "at_0.5": _scores(dev, _untuned(mixed))})
 
 
+def compare(reference: Path, model: Path) -> None:
+    """Both saved models on dev (their own thresholds), and model minus reference on the same resamples."""
+    _, dev = read_training_data([SHARED / "gold" / "train.jsonl"], SHARED / "gold" / "dev.jsonl")
+    dev = in_document_order(dev)
+    inputs = sentence_texts(dev)
+    probs = {path: load_model(path).predict_proba(inputs) for path in (reference, model)}
+    for path, p in probs.items():
+        _record(f"scored {path}", {"tuned": _scores(dev, p), "at_0.5": _scores(dev, _untuned(p))})
+    cfg = EvaluateConfig(bootstrap_samples=500)  # the draws of `_scores`: each side matches its interval
+    differences = paired_differences(
+        dev,
+        probs[model],
+        probs[reference],
+        metrics=("commitment_macro_f1", "strategy_macro_f1"),
+        samples=cfg.bootstrap_samples,
+        seed=cfg.seed,
+    )
+    _record(
+        f"paired {model} minus {reference}",
+        {metric: {k: round(v, 4) for k, v in d.model_dump().items()} for metric, d in differences.items()},
+    )
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)  # 2 shared cores: a second thread only spins
     command, *args = sys.argv[1:]
@@ -147,5 +175,7 @@ if __name__ == "__main__":
         finetune(args[2:], backbone=args[0], suffix=args[1])
     elif command == "ensemble":
         ensemble(args)
+    elif command == "compare":  # compare REFERENCE_MODEL MODEL
+        compare(Path(args[0]), Path(args[1]))
     else:
-        raise SystemExit(f"unknown command {command!r}: finetune | finetune-on | ensemble")
+        raise SystemExit(f"unknown command {command!r}: finetune | finetune-on | ensemble | compare")
