@@ -31,13 +31,12 @@ from pipeline.models.base import (
     read_model_json,
     write_model_json,
 )
-from pipeline.models.bert_inference import LOWER_PRECISIONS
-from pipeline.models.bert_inputs import Encoded, encode_sentences, features, token_budget_batches
-from pipeline.models.bert_training import TwoHeadCollator, dev_scores, fine_tune
+from pipeline.models.bert_inference import LOWER_PRECISIONS, batched_probabilities
+from pipeline.models.bert_inputs import Encoded, encode_sentences, features
+from pipeline.models.bert_training import TwoHeadCollator, dev_scores, fine_tune, parameter_groups
 from pipeline.models.two_head import TwoHeadModel
 from pipeline.models.windows import sentence_windows
 from pipeline.schema import (
-    COMMITMENT_LABELS,
     STRATEGY_LABELS,
     HeadProbabilities,
     LabelledSentence,
@@ -102,9 +101,6 @@ class BertTwoHeadModel:
         """Whether the PyTorch weights are in memory (not while a stored ONNX graph does the labelling)."""
         return self._network is not None
 
-    def _collate(self, items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        return TwoHeadCollator(self.tokenizer_)(items)
-
     @classmethod
     def from_spec(cls, spec: BertSpec) -> BertTwoHeadModel:
         return cls(spec)
@@ -151,28 +147,6 @@ class BertTwoHeadModel:
         if not self.spec.context:
             texts = [SentenceText(text=t.text) for t in texts]
         return ordered, texts
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight decay off for biases and LayerNorm; layer-wise lr decay from the top layer down."""
-        spec = self.spec
-        network = self.network_
-        layers = getattr(network.encoder.config, "num_hidden_layers", 0)
-        head_lr = spec.head_learning_rate or spec.learning_rate
-        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-        for name, parameter in network.named_parameters():
-            if name.startswith("encoder."):
-                if ".layer." in name:
-                    depth = layers - 1 - int(name.split(".layer.")[1].split(".")[0])
-                elif "embeddings" in name:
-                    depth = layers
-                else:
-                    depth = 0
-                lr = spec.learning_rate * spec.layerwise_lr_decay**depth
-            else:
-                lr = head_lr
-            decay = 0.0 if parameter.ndim < 2 or "LayerNorm" in name else spec.weight_decay
-            groups.setdefault((lr, decay), []).append(parameter)
-        return [{"params": p, "lr": lr, "weight_decay": decay} for (lr, decay), p in groups.items()]
 
     # the protocol
 
@@ -229,7 +203,7 @@ class BertTwoHeadModel:
             labelled_features(train),
             labelled_features(dev) if dev else None,
             score_dev,
-            torch.optim.AdamW(self._parameter_groups()),
+            torch.optim.AdamW(parameter_groups(self.network_, spec)),
             self._autocast_dtype(),
             callbacks,
         )
@@ -333,24 +307,8 @@ class BertTwoHeadModel:
         settings.disagreement = disagreement
 
     def _run(self, network: nn.Module, encoded: Sequence[Encoded], budget: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(encoded)
-        strategy = np.zeros((n, len(STRATEGY_LABELS)), dtype=np.float64)
-        commitment = np.zeros((n, len(COMMITMENT_LABELS)), dtype=np.float64)
-        if not n:
-            return strategy, commitment
-        batches = token_budget_batches([len(e.input_ids) for e in encoded], budget)
-        device, amp = self.device, self._autocast_dtype()
-        was_training = network.training
-        network.eval()
-        with torch.inference_mode():
-            for rows in batches:
-                batch = {k: t.to(device) for k, t in self._collate([features(encoded[i]) for i in rows]).items()}
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits_c, logits_s = network(**batch)
-                commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
-                strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
-        network.train(was_training)
-        return strategy, commitment
+        collate = TwoHeadCollator(self.tokenizer_)
+        return batched_probabilities(network, encoded, budget, collate, self.device, self._autocast_dtype())
 
     def save(self, path: Path) -> None:
         """A transformers folder (config.json, model.safetensors, tokenizer) plus the project's model.json.

@@ -1,18 +1,23 @@
-"""The precisions a BERT model can label in besides float32, each as a copy of its network to run instead.
+"""How a BERT model's network labels: batched forward passes, and the precisions it can run in besides float32.
 
-`BertTwoHeadModel.configure_inference` is the one place a precision is chosen; it looks the precision up in
-`LOWER_PRECISIONS` and keeps the float32 network as the reference the lower precision is checked against.
-A new backend (e.g. ONNX Runtime) is one more entry here.
+`batched_probabilities` runs a network over encoded sentences in length-sorted batches capped by padded
+tokens. `BertTwoHeadModel.configure_inference` is the one place a precision is chosen; it looks the precision
+up in `LOWER_PRECISIONS` (each a copy of the network to run instead) and keeps the float32 network as the
+reference the lower precision is checked against.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from pipeline.models.bert_inputs import Encoded, features, token_budget_batches
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -57,3 +62,32 @@ LOWER_PRECISIONS: dict[str, Callable[[nn.Module, torch.device], nn.Module | None
     "int8": dynamic_int8,
     "bf16": autocast_bf16,
 }
+
+
+def batched_probabilities(
+    network: nn.Module,
+    encoded: Sequence[Encoded],
+    budget: int,
+    collate: Callable[[list[dict[str, list[int]]]], dict[str, torch.Tensor]],
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(strategy, commitment) probabilities of the encoded rows, in batches of at most `budget` padded tokens,
+    under autocast to `amp` when given; the network's train/eval mode is restored afterwards."""
+    n = len(encoded)
+    strategy = np.zeros((n, len(STRATEGY_LABELS)), dtype=np.float64)
+    commitment = np.zeros((n, len(COMMITMENT_LABELS)), dtype=np.float64)
+    if not n:
+        return strategy, commitment
+    batches = token_budget_batches([len(e.input_ids) for e in encoded], budget)
+    was_training = network.training
+    network.eval()
+    with torch.inference_mode():
+        for rows in batches:
+            batch = {k: t.to(device) for k, t in collate([features(encoded[i]) for i in rows]).items()}
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits_c, logits_s = network(**batch)
+            commitment[rows] = torch.softmax(logits_c.float(), dim=-1).cpu().numpy()
+            strategy[rows] = torch.sigmoid(logits_s.float()).cpu().numpy()
+    network.train(was_training)
+    return strategy, commitment

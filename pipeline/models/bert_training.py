@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import SequentialSampler
 from transformers import (
@@ -34,6 +35,7 @@ from pipeline.models.backbone import quiet_transformers
 from pipeline.models.base import EpochCallback
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, strategy_matrix
 from pipeline.scores import evaluate_predictions
+from pipeline.training_config import BertSpec
 
 BEST_METRIC = "dev_mean_macro_f1"
 # Scores dev probabilities (strategy (n, 3), commitment (n, 5)): (metrics, the strategy thresholds they used)
@@ -298,3 +300,25 @@ def fine_tune(
     network.eval()
     best = report.best_epoch()
     return report.history, (report.thresholds.get(best) if best is not None else None)
+
+
+def parameter_groups(network: nn.Module, spec: BertSpec) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: weight decay off for biases and LayerNorm; layer-wise lr decay from
+    the top encoder layer down (`spec.layerwise_lr_decay`), the heads at `head_learning_rate`."""
+    layers = getattr(network.encoder.config, "num_hidden_layers", 0)
+    head_lr = spec.head_learning_rate or spec.learning_rate
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, parameter in network.named_parameters():
+        if name.startswith("encoder."):
+            if ".layer." in name:
+                depth = layers - 1 - int(name.split(".layer.")[1].split(".")[0])
+            elif "embeddings" in name:
+                depth = layers
+            else:
+                depth = 0
+            lr = spec.learning_rate * spec.layerwise_lr_decay**depth
+        else:
+            lr = head_lr
+        decay = 0.0 if parameter.ndim < 2 or "LayerNorm" in name else spec.weight_decay
+        groups.setdefault((lr, decay), []).append(parameter)
+    return [{"params": p, "lr": lr, "weight_decay": decay} for (lr, decay), p in groups.items()]
