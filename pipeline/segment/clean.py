@@ -31,8 +31,6 @@ _RUNS_OF_SPACES = re.compile(r" {2,}")
 _SPACE_AROUND_NEWLINE = re.compile(r" *\n *")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-# A single newline between two non-empty lines: the place where a hard wrap may have to be joined.
-_SINGLE_NEWLINE = re.compile(r"(?<=[^\n])\n(?=[^\n])")
 
 # A line that starts with one of these begins a new unit (list item, heading, table row, quoted speech).
 _LINE_MARKER = re.compile(
@@ -70,15 +68,24 @@ def _keeps_line_break(previous: str, following: str) -> bool:
 
 
 def _join_hard_wraps(text: str) -> str:
-    def decide(match: re.Match[str]) -> str:
-        at = match.start()
-        line_start = text.rfind("\n", 0, at) + 1
-        line_end = text.find("\n", at + 1)
-        previous = text[line_start:at]
-        following = text[at + 1 : line_end if line_end != -1 else len(text)]
-        return "\n" if _keeps_line_break(previous, following) else " "
+    """Each single newline kept or turned into a space (same length, so offsets carry over).
 
-    return _SINGLE_NEWLINE.sub(decide, text)
+    A line is judged against the unit it would join, as joined so far (not only its last physical line), so
+    that cleaning twice gives what cleaning once gave.
+    """
+    lines = text.split("\n")
+    pieces, first, previous = [lines[0]], lines[0], lines[0]
+    for line in lines[1:]:
+        # the rule reads only the unit's start and its end: its first line and the line before this one
+        unit = previous if previous is first else f"{first} {previous}"
+        if previous and line and not _keeps_line_break(unit, line):
+            pieces.append(" ")
+        else:
+            pieces.append("\n")
+            first = line
+        pieces.append(line)
+        previous = line
+    return "".join(pieces)
 
 
 def clean_text(raw: str, *, join_hard_wrapped_lines: bool = True) -> str:
