@@ -98,7 +98,8 @@ class EnsembleSpec(Section):
     fits the members on the rest (a member that trains in epochs picks its epoch on the held-out slice), and
     learns on the slice either a stacker (logistic regression on the members' probabilities, with temperature
     and strategy thresholds from its out-of-fold outputs), or mixing weights (`learned_weights`: the grid
-    point with the best commitment macro-F1, the gate's metric) and the strategy thresholds of the mix, or,
+    point with the best commitment macro-F1, the gate's metric, and with `per_head_weights` a second set for
+    strategy, the grid point with the best strategy macro-F1) and the strategy thresholds of the mix, or,
     with fixed `weights`, only those thresholds. Cheap members (`refit`) then learn from every document.
     """
 
@@ -116,6 +117,8 @@ class EnsembleSpec(Section):
     # weighted mixes: a temperature per head fitted on the selection slice, so that a confidence of 0.8 is
     # right about 80% of the time (the stacker always fits its own); labels are unchanged by it
     calibrate: bool = True
+    # learned_weights: strategy learns its own mixing weights (a member can be good at one head only)
+    per_head_weights: bool = True
     seed: int = 13
 
     @field_validator("weights")

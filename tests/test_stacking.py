@@ -18,7 +18,15 @@ from pipeline.metrics import calibration_bins, expected_calibration_error
 from pipeline.models import load_model
 from pipeline.models.ensemble import EnsembleModel
 from pipeline.models.factory import build_model
-from pipeline.models.stacking import Stacker, _sigmoid, fit_stacker, fit_temperature, learn_weights, weight_grid
+from pipeline.models.stacking import (
+    Stacker,
+    _sigmoid,
+    fit_stacker,
+    fit_temperature,
+    learn_strategy_weights,
+    learn_weights,
+    weight_grid,
+)
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities
 from pipeline.train import fit_and_save
 
@@ -145,3 +153,38 @@ def test_a_calibrated_mix_keeps_its_labels_and_its_temperatures_reload(tmp_path:
     np.testing.assert_allclose(again.commitment, after.commitment)
     np.testing.assert_allclose(again.strategy, after.strategy)
     np.testing.assert_array_equal(again.strategy_thresholds, after.strategy_thresholds)
+
+
+def test_each_head_learns_its_own_weights() -> None:
+    rng = np.random.default_rng(5)
+    n = 600
+    commitment = rng.integers(0, len(COMMITMENT_LABELS), n)
+    strategy = (rng.random((n, len(STRATEGY_LABELS))) < 0.3).astype(int)
+    good_c, good_s = _member(rng, commitment, strategy, 3.0), _member(rng, commitment, strategy, 3.0)
+    noise = _member(rng, commitment, strategy, 0.0)
+    # member 0 knows commitment only, member 1 strategy only
+    members = [
+        HeadProbabilities(strategy=noise.strategy, commitment=good_c.commitment),
+        HeadProbabilities(strategy=good_s.strategy, commitment=noise.commitment),
+    ]
+    assert learn_weights(members, commitment)[0] > 0.5
+    assert learn_strategy_weights(members, strategy)[1] > 0.5
+
+
+def test_per_head_weights_are_saved_and_mix_strategy(tmp_path: Path) -> None:
+    members = [TfidfSpec(min_df=1, tune_thresholds=False), KeywordSpec()]
+    spec = EnsembleSpec(members=members, combiner="learned_weights", calibrate=False)
+    model = EnsembleModel.from_spec(spec).fit(TRAIN)
+    assert model.strategy_weights is not None and model.strategy_weights.sum() == pytest.approx(1.0)
+    inputs = sentence_texts(in_document_order(DEV))
+    tfidf, keyword = (m.predict_proba(inputs) for m in model.members)
+    mixed = model.predict_proba(inputs)
+    w, ws = model.weights, model.strategy_weights
+    np.testing.assert_allclose(mixed.commitment, w[0] * tfidf.commitment + w[1] * keyword.commitment)
+    np.testing.assert_allclose(mixed.strategy, ws[0] * tfidf.strategy + ws[1] * keyword.strategy)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(again.strategy_weights, ws)
+    np.testing.assert_allclose(again.predict_proba(inputs).strategy, mixed.strategy)
+    one_set = EnsembleModel.from_spec(spec.model_copy(update={"per_head_weights": False})).fit(TRAIN)
+    assert one_set.strategy_weights is None

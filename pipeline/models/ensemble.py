@@ -24,7 +24,14 @@ from pipeline.models.base import (
     read_model_json,
     write_model_json,
 )
-from pipeline.models.stacking import Stacker, fit_stacker, fit_temperature, learn_weights, log_odds
+from pipeline.models.stacking import (
+    Stacker,
+    fit_stacker,
+    fit_temperature,
+    learn_strategy_weights,
+    learn_weights,
+    log_odds,
+)
 from pipeline.schema import (
     COMMITMENT_LABELS,
     STRATEGY_LABELS,
@@ -38,20 +45,25 @@ from pipeline.training_config import EnsembleSpec
 
 
 def mix_probabilities(
-    member_probabilities: Sequence[HeadProbabilities], weights: np.ndarray, strategy_thresholds: np.ndarray
+    member_probabilities: Sequence[HeadProbabilities],
+    weights: np.ndarray,
+    strategy_thresholds: np.ndarray,
+    strategy_weights: np.ndarray | None = None,
 ) -> HeadProbabilities:
-    """The weighted sum of members' probabilities (weights already normalised), with the given thresholds.
+    """The weighted sum of members' probabilities (weights already normalised), with the given thresholds;
+    strategy mixed with `strategy_weights` when given.
 
     A sentence is truncated when any member read it only in part.
     """
-    if len(member_probabilities) != len(weights):
+    strategy_weights = weights if strategy_weights is None else strategy_weights
+    if not len(member_probabilities) == len(weights) == len(strategy_weights):
         raise ValueError(f"mix_probabilities: {len(weights)} weight(s) for {len(member_probabilities)} output(s)")
     n = len(member_probabilities[0].commitment) if member_probabilities else 0
     strategy = np.zeros((n, len(STRATEGY_LABELS)))
     commitment = np.zeros((n, len(COMMITMENT_LABELS)))
     truncated = np.zeros(n, dtype=bool)
-    for weight, probabilities in zip(weights, member_probabilities, strict=True):
-        strategy += weight * probabilities.strategy
+    for weight, strategy_weight, probabilities in zip(weights, strategy_weights, member_probabilities, strict=True):
+        strategy += strategy_weight * probabilities.strategy
         commitment += weight * probabilities.commitment
         truncated |= probabilities.truncated
     return HeadProbabilities(strategy, commitment, strategy_thresholds.copy(), truncated)
@@ -79,6 +91,8 @@ class EnsembleModel:
         stacker_balanced: bool = True,
         refit: Sequence[str] = (),
         calibrate: bool = False,
+        per_head_weights: bool = False,
+        strategy_weights: Sequence[float] | None = None,
     ) -> None:
         combiner = combiner or ("weights" if weights is not None else "stacker")
         if combiner == "weights":
@@ -103,6 +117,11 @@ class EnsembleModel:
         self.stacker_balanced = stacker_balanced
         self.refit = tuple(refit)
         self.calibrate = calibrate
+        self.per_head_weights = per_head_weights
+        # learned_weights with per_head_weights: strategy's own mixing weights (None: the commitment weights)
+        self.strategy_weights: np.ndarray | None = (
+            None if strategy_weights is None else np.asarray(strategy_weights, dtype=float)
+        )
         self.seed = seed
         # weighted mixes: per-head temperatures on the mixed probabilities' log-odds (1: none)
         self.commitment_temperature_ = 1.0
@@ -122,6 +141,7 @@ class EnsembleModel:
             spec.stacker_balanced,
             spec.refit,
             spec.calibrate,
+            spec.per_head_weights,
         )
 
     # the protocol
@@ -184,10 +204,13 @@ class EnsembleModel:
         if self.combiner == "learned_weights":
             gold_commitment = commitment_indices([s.commitment for s in selection])
             self.weights = learn_weights(members_on_slice, gold_commitment)
+            if self.per_head_weights:
+                on_rows = [p.rows(np.flatnonzero(rows)) for p in members_on_slice]
+                self.strategy_weights = learn_strategy_weights(on_rows, gold_strategy[rows])
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if self.calibrate:
             gold_commitment = commitment_indices([s.commitment for s in selection])
-            mixed = mix_probabilities(members_on_slice, self.weights, self.strategy_thresholds_)
+            mixed = mix_probabilities(members_on_slice, self.weights, self.strategy_thresholds_, self.strategy_weights)
             self.commitment_temperature_ = fit_temperature(np.log(_clip(mixed.commitment)), gold_commitment, True)
             self.strategy_temperature_ = fit_temperature(log_odds(mixed.strategy[rows]), gold_strategy[rows], False)
             # a threshold on the mix means the same sentences after the (monotone) temperature
@@ -204,7 +227,8 @@ class EnsembleModel:
             np.asarray(getattr(m, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5)), dtype=float)
             for m in self.members
         ]
-        return np.sum([w * t for w, t in zip(self.weights, thresholds, strict=True)], axis=0)
+        weights = self.weights if self.strategy_weights is None else self.strategy_weights
+        return np.sum([w * t for w, t in zip(weights, thresholds, strict=True)], axis=0)
 
     def _combine(self, member_probabilities: Sequence[HeadProbabilities]) -> HeadProbabilities:
         if self.stacker_ is not None:
@@ -213,7 +237,7 @@ class EnsembleModel:
             return combined
         assert self.weights is not None
         thresholds = getattr(self, "strategy_thresholds_", np.full(len(STRATEGY_LABELS), 0.5))
-        mixed = mix_probabilities(member_probabilities, self.weights, thresholds)
+        mixed = mix_probabilities(member_probabilities, self.weights, thresholds, self.strategy_weights)
         if self.commitment_temperature_ != 1.0:
             commitment = np.exp(np.log(_clip(mixed.commitment)) / self.commitment_temperature_)
             mixed.commitment = commitment / commitment.sum(axis=1, keepdims=True)
@@ -271,6 +295,7 @@ class EnsembleModel:
             members=folders,
             combiner=self.combiner,
             weights=None if self.weights is None else self.weights.tolist(),
+            strategy_weights=None if self.strategy_weights is None else self.strategy_weights.tolist(),
             stacker=None if self.stacker_ is None else self.stacker_.to_json(),
             tune_thresholds=self.tune_thresholds,
             selection_fraction=self.selection_fraction,
@@ -293,6 +318,7 @@ class EnsembleModel:
             bool(card.get("tune_thresholds", True)),
             combiner,
             float(card.get("selection_fraction", 0.2)),
+            strategy_weights=card.get("strategy_weights"),  # absent before per-head weights: one set for both
         )
         if card.get("stacker") is not None:
             model.stacker_ = Stacker.from_json(card["stacker"])
