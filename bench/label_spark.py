@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from machine import machine_line  # bench/machine.py, beside this script
 
 from pipeline.config import LabelConfig, SegmentConfig, SparkConfig
 from pipeline.engines.spark import label_documents_spark, spark_session
@@ -35,16 +35,6 @@ from pipeline.segment import segment_document
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_MODEL = REPO / "tests/fixtures/saved_models/quickstart-2026-12/model"
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
 
 
 def day_input(target: Path, sentences: int) -> tuple[int, int]:
@@ -75,7 +65,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="bench-label-spark-"))
     documents, sentences = day_input(work / "day.jsonl", args.sentences)
-    print(f"{platform.processor() or platform.machine()}, {cores} cores; CPU flags: {cpu_flags()}")
+    print(machine_line())
     print(f"input: {documents} documents, {sentences} sentences; model: {args.model}")
 
     base = LabelConfig(model=str(args.model), input=work / "day.jsonl", threads=cores)

@@ -328,12 +328,12 @@ def main() -> None:
         job = json.loads(args.worker)
         print(json.dumps(worker_hf(job) if job["variant"] == "hf" else worker_label(job)))
         return
-    from pipeline.models.agreement import cpu_flags
+    from machine import machine_line  # bench/machine.py, beside this script
 
     shared = Path(os.environ["PIPELINE_SHARED_DIR"]) if os.environ.get("PIPELINE_SHARED_DIR") else None
     print(f"{os.cpu_count()} CPUs, {args.threads} threads per variant, load average {os.getloadavg()[0]:.2f}, "
           f"shared data: {shared}")  # fmt: skip
-    print(f"CPU flags: {' '.join(cpu_flags()) or '(none of avx2/avx512/amx)'}")
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         root = Path(tmp)
         for name in args.models.split(","):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import signal
 import socket
@@ -36,12 +35,11 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import requests
+from machine import machine_line  # bench/machine.py, beside this script
 
 from pipeline.config import load_config
 from pipeline.registry import pin_model_uri
 from pipeline.tracking import configure_tracking
-
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 # Constructed sentences (written for this bench, not taken from any source).
 OPENINGS = [
@@ -64,20 +62,6 @@ def constructed_answer(sentences: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     body = [rng.choice(OPENINGS).format(n=rng.randint(5, 900), topic=rng.choice(TOPICS)) for _ in range(sentences - 1)]
     return " ".join(["Jag tackar för frågan.", *body])
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    present = [f for f in SIMD_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(present) or 'none of ' + ' '.join(SIMD_FLAGS)}"
 
 
 def free_port() -> int:
@@ -135,7 +119,7 @@ def main() -> None:
     frame = pd.DataFrame([document])
     model = mlflow.pyfunc.load_model(served.pinned)
     n_sentences = len(model.predict(frame))
-    print(f"# {cpu_line()}; torch threads: {args.threads or 'default'}")
+    print(f"# {machine_line()}; torch threads: {args.threads or 'default'}")
     chars = len(document["text"])
     print(f"# {args.model} (version {served.version}); one answer: {n_sentences} sentences, {chars} chars")
 

@@ -9,8 +9,9 @@ Both figures are measured in the same run, so the ratio does not depend on the m
 
 from __future__ import annotations
 
-import platform
 import time
+
+from machine import machine_line  # bench/machine.py, beside this script
 
 from pipeline.segment.clean import clean_text
 from pipeline.segment.splitter import split_sentences
@@ -35,19 +36,9 @@ def throughput(copies: int, repeats: int = 3) -> float:
     return size / best / 1e6
 
 
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
-
-
 def main() -> None:
     small, large = throughput(5_000), throughput(20_000)
-    print(f"{platform.processor() or platform.machine()}; CPU flags: {cpu_flags()}")
+    print(machine_line())
     print(f"1 MB: {small:.1f} MB/s; 4 MB: {large:.1f} MB/s; ratio 4 MB / 1 MB: {large / small:.2f} (linear: ~1.0)")
 
 

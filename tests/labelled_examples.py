@@ -1,7 +1,9 @@
-"""Constructed labelled sentences for the evaluation tests (written for them, taken from no source).
+"""Constructed data for the tests (written for them, taken from no source).
 
-Six short documents; every commitment type and every strategy label occurs at least twice, so tiny models can
-be trained on them and grouped splits have something to group.
+Labelled sentences for the evaluation tests: six short documents; every commitment type and every strategy
+label occurs at least twice, so tiny models can be trained on them and grouped splits have something to group.
+Answer-like documents (`make_documents`), and one Swedish and one English paragraph for the tests of reading
+and screening (the English one must be refused as not Swedish).
 """
 
 from __future__ import annotations
@@ -131,3 +133,16 @@ def make_documents(n: int, seed: int = 0) -> list[Document]:
         )
         for i in range(n)
     ]
+
+
+# One answer-like Swedish paragraph, and the same in English (screening refuses it: not Swedish).
+SWEDISH = (
+    "Regeringen har i dag beslutat att ge Myndigheten för exempel ett uppdrag. Uppdraget ska redovisas "
+    "senast den 1 december. Det är viktigt att arbetet mot våldsbejakande extremism stärks, och att "
+    "kommunerna får stöd i sitt förebyggande arbete. Jag kommer att följa frågan noga."
+)
+ENGLISH = (
+    "The government has today decided to give the agency a new assignment. The assignment shall be "
+    "reported by the first of December. It is important that the work against violent extremism is "
+    "strengthened and that municipalities receive support in their preventive work. I will follow it."
+)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_process import predict_in_fresh_process
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from micro_bert import constructed_labelled
@@ -105,24 +104,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_identical_predictions(
     assert network.config.strategy_thresholds == card["strategy_thresholds"]
 
     inputs = dev_inputs()
-    (tmp_path / "inputs.json").write_text(json.dumps([[s.text, s.previous, s.next] for s in inputs]))
-    script = (
-        "import json, sys, numpy as np\n"
-        "from pipeline.models import load_model\n"
-        "from pipeline.schema import SentenceText\n"
-        "rows = json.load(open(sys.argv[2]))\n"
-        "p = load_model(sys.argv[1]).predict_proba([SentenceText(*r) for r in rows])\n"
-        "np.savez(sys.argv[3], strategy=p.strategy, commitment=p.commitment,\n"
-        "         thresholds=p.strategy_thresholds)\n"
-    )
-    out = tmp_path / "fresh.npz"
-    subprocess.run(
-        [sys.executable, "-c", script, str(folder), str(tmp_path / "inputs.json"), str(out)],
-        check=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
-    fresh = np.load(out)
+    fresh = predict_in_fresh_process(folder, inputs, tmp_path)
     here = model.predict_proba(inputs)
     np.testing.assert_allclose(fresh["commitment"], here.commitment, rtol=0, atol=1e-6)
     np.testing.assert_allclose(fresh["strategy"], here.strategy, rtol=0, atol=1e-6)

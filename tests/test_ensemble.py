@@ -6,13 +6,11 @@ Every sentence below is constructed for these tests from templates; none comes f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_process import predict_in_fresh_process
 from micro_bert import constructed_labelled
 from pydantic import ValidationError
 
@@ -34,8 +32,6 @@ from pipeline.models.factory import build_model
 from pipeline.schema import strategy_matrix
 
 pytestmark = pytest.mark.slow  # real fine-tuning of a micro BERT member
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 TRAIN = constructed_labelled(24, seed=11, prefix="train", per_doc=5)
@@ -140,17 +136,6 @@ def test_unfitted_model_says_so(backbone: Path) -> None:
 
 # --- saving and loading -------------------------------------------------------------------------------
 
-LOAD_AND_PREDICT = """
-import json, sys
-import numpy as np
-from pipeline.models import load_model
-from pipeline.schema import SentenceText
-model = load_model(sys.argv[1])
-inputs = [SentenceText(**row) for row in json.loads(open(sys.argv[2], encoding="utf-8").read())]
-p = model.predict_proba(inputs)
-np.savez(sys.argv[3], strategy=p.strategy, commitment=p.commitment, thresholds=p.strategy_thresholds)
-"""
-
 
 def test_save_and_load_in_a_fresh_process_give_identical_probabilities(
     fitted: tuple[EnsembleModel, list], tmp_path: Path
@@ -164,20 +149,7 @@ def test_save_and_load_in_a_fresh_process_give_identical_probabilities(
     assert all((folder / name / "model.json").is_file() for name in card["members"])
 
     inputs = dev_inputs()
-    (tmp_path / "inputs.json").write_text(
-        json.dumps([{"text": s.text, "previous": s.previous, "next": s.next} for s in inputs], ensure_ascii=False),
-        encoding="utf-8",
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, str(folder), str(tmp_path / "inputs.json"), str(tmp_path / "p.npz")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = np.load(tmp_path / "p.npz")
+    loaded = predict_in_fresh_process(folder, inputs, tmp_path)
     original = model.predict_proba(inputs)
     np.testing.assert_allclose(loaded["strategy"], original.strategy, atol=1e-6)
     np.testing.assert_allclose(loaded["commitment"], original.commitment, atol=1e-6)

@@ -19,19 +19,9 @@ import pandas as pd
 import pytest
 
 from pipeline.models.tfidf import TfidfModel
-from tests.labelled_examples import constructed_sentences
+from tests.labelled_examples import ENGLISH, SWEDISH, constructed_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEDISH = (
-    "Regeringen har i dag beslutat att ge Myndigheten för exempel ett uppdrag. Uppdraget ska redovisas "
-    "senast den 1 december. Det är viktigt att arbetet mot våldsbejakande extremism stärks, och att "
-    "kommunerna får stöd i sitt förebyggande arbete. Jag kommer att följa frågan noga."
-)
-ENGLISH = (
-    "The government has today decided to give the agency a new assignment. The assignment shall be "
-    "reported by the first of December. It is important that the work against violent extremism is "
-    "strengthened and that municipalities receive support in their preventive work. I will follow it."
-)
 NO_PUNCTUATION = "regeringen och kommunerna ska arbeta för att förebygga " * 1200  # 66,000 characters
 
 # file or JSONL id -> expected outcome of `label`: "labelled", or (severity, start of the reason)

@@ -18,17 +18,8 @@ from pipeline.io.documents import read_documents, write_documents
 from pipeline.io.rejects import Reject, write_rejects
 from pipeline.schema import Document
 from pipeline.screening import screen_document
+from tests.labelled_examples import ENGLISH, SWEDISH
 
-SWEDISH = (
-    "Regeringen har i dag beslutat att ge Myndigheten för exempel ett uppdrag. Uppdraget ska redovisas "
-    "senast den 1 december. Det är viktigt att arbetet mot våldsbejakande extremism stärks, och att "
-    "kommunerna får stöd i sitt förebyggande arbete. Jag kommer att följa frågan noga."
-)
-ENGLISH = (
-    "The government has today decided to give the agency a new assignment. The assignment shall be "
-    "reported by the first of December. It is important that the work against violent extremism is "
-    "strengthened and that municipalities receive support in their preventive work."
-)
 ANSWER = (
     "Svar på fråga 2030/31:99 av Anna Exempel (X) Om stödet\n"
     "Anna Exempel har frågat mig om stödet till kommunerna. Stödet ökar nästa år.\n"
