@@ -173,7 +173,7 @@ def test_each_head_learns_its_own_weights() -> None:
 
 def test_per_head_weights_are_saved_and_mix_strategy(tmp_path: Path) -> None:
     members = [TfidfSpec(min_df=1, tune_thresholds=False), KeywordSpec()]
-    spec = EnsembleSpec(members=members, combiner="learned_weights", calibrate=False)
+    spec = EnsembleSpec(members=members, combiner="learned_weights", calibrate=False, per_head_weights=True)
     model = EnsembleModel.from_spec(spec).fit(TRAIN)
     assert model.strategy_weights is not None and model.strategy_weights.sum() == pytest.approx(1.0)
     inputs = sentence_texts(in_document_order(DEV))
