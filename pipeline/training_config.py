@@ -115,7 +115,8 @@ class EnsembleSpec(Section):
     refit: list[str] = Field(default_factory=lambda: ["majority", "keyword", "tfidf"])
     tune_thresholds: bool = True
     # weighted mixes: a temperature per head fitted on the selection slice, so that a confidence of 0.8 is
-    # right about 80% of the time (the stacker always fits its own); labels are unchanged by it
+    # right about 80% of the time (the stacker always fits its own); commitment labels are unchanged by it,
+    # strategy thresholds are tuned on the scaled probabilities
     calibrate: bool = True
     # learned_weights: strategy learns its own mixing weights (a member can be good at one head only); off by
     # default: it won on the study's selection set but lost 0.024 strategy on dev in the retrain (results.md)
