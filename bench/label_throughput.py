@@ -3,7 +3,7 @@
     python bench/label_throughput.py [--models small,base,ensemble] [--sizes 800,3200] [--threads 2]
 
 One run, same weights, same sentences, same thread count; the CPU's SIMD flags are printed. Three models,
-each trained and prepared as the train stage prepares it (`prepare_saved_model`: ONNX export, fusion, int8,
+each trained and prepared as the train stage prepares it (`prepare_inference`: ONNX export, fusion, int8,
 per-head agreement with float32 on dev sentences, `inference.json`; timed apart):
 
 - `small`: the small BERT alone (4 x 256): with PIPELINE_SHARED_DIR, the shared `sv-bert-mini-cpu-v2` backbone
@@ -141,7 +141,6 @@ def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
 
 def build_model(name: str, root: Path, shared: Path | None, fit_sentences: int) -> Path:
     """Train a model (`small`, `base` or `ensemble`), save it and prepare its fast path as training does."""
-    from pipeline.models.agreement import prepare_saved_model
     from pipeline.models.backbone import quiet_transformers
     from pipeline.models.bert import BertTwoHeadModel
     from pipeline.models.ensemble import EnsembleModel
@@ -169,7 +168,7 @@ def build_model(name: str, root: Path, shared: Path | None, fit_sentences: int) 
         if t.strip()
     ]
     started = time.perf_counter()
-    cards = prepare_saved_model(model, folder, dev)
+    cards = model.prepare_inference(folder, dev)
     seconds = time.perf_counter() - started
     for card in cards:
         paths = {k: {"passed": v.get("passed"), **{x: v.get(x) for x in ("commitment_changed", "strategy_changed")}}

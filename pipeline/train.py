@@ -52,9 +52,7 @@ def fit_and_save(
     model.fit(train, callbacks=callbacks)
     model.save(folder)
     if dev:  # fast inference paths for BERT, checked against float32 once, here, not at every labelling run
-        from pipeline.models.agreement import prepare_saved_model
-
-        for card in prepare_saved_model(model, folder, dev):
+        for card in model.prepare_inference(folder, dev):
             console.print(f"[bold]train[/bold] inference path for labelling: {card['default']}")
     return folder
 

@@ -19,7 +19,6 @@ from pipeline.label import label_documents, model_from_folder
 from pipeline.models.agreement import (
     INFERENCE_CARD,
     head_agreement,
-    prepare_saved_model,
     read_card,
 )
 from pipeline.models.onnx_runtime import ONNX_DIR, fused_operators
@@ -55,7 +54,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sentences = constructed_sentences()
     model = BertTwoHeadModel(spec).fit(sentences)
     model.save(root / "model")
-    cards = prepare_saved_model(model, root / "model", sentences)
+    cards = model.prepare_inference(root / "model", sentences)
     assert len(cards) == 1
     return root / "model"
 

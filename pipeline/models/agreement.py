@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.models.onnx_runtime import GRAPHS, ONNX_DIR
-from pipeline.schema import HeadProbabilities, LabelledSentence, SentenceText
+from pipeline.schema import HeadProbabilities, SentenceText
 
 INFERENCE_CARD = "inference.json"
 DEFAULT_TOLERANCE = 0.02
@@ -100,7 +100,7 @@ def prepare_fast_inference(
     else:
         try:
             started = time.perf_counter()
-            float_graph = export_float_graph(model.network_, onnx_dir)
+            float_graph = export_float_graph(model.network, onnx_dir)
             card["export_seconds"] = round(time.perf_counter() - started, 1)
             card["fused_operators"] = fused_operators(float_graph)
             if "onnx-int8" in candidates:
@@ -112,7 +112,7 @@ def prepare_fast_inference(
                 continue
             graph = onnx_dir / GRAPHS[name]
             try:
-                fast = _with_network(model, OnnxTwoHeadNetwork(graph, model.spec.pooling, model.spec.threads))
+                fast = model.with_network(OnnxTwoHeadNetwork(graph, model.spec.pooling, model.spec.threads))
                 agreement = head_agreement(reference, fast.predict_proba(dev))
             except Exception as exc:
                 paths[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -131,39 +131,6 @@ def prepare_fast_inference(
         onnx_dir.rmdir()
     (folder / INFERENCE_CARD).write_text(json.dumps(card, indent=2))
     return card
-
-
-def _with_network(model: Any, network: Any) -> Any:
-    """A shallow copy of a BERT model that runs `network` (weights shared with the original)."""
-    import copy
-
-    fast = copy.copy(model)
-    fast.network_ = network
-    return fast
-
-
-def prepare_saved_model(model: Any, folder: Path, dev: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
-    """`prepare_fast_inference` for every BERT model in a saved folder (the model, or an ensemble's members).
-
-    Dev sentences are read as the model reads them (document order; neighbours only for context models).
-    Returns the cards written; none for a model without BERT.
-    """
-    from pipeline.labelled_data import in_document_order, sentence_texts
-
-    kind = getattr(model, "kind", None)
-    if kind == "ensemble":
-        card = json.loads((Path(folder) / "model.json").read_text())
-        return [
-            c
-            for member, sub in zip(model.members, card["members"], strict=True)
-            for c in prepare_saved_model(member, Path(folder) / sub, dev)
-        ]
-    if kind != "bert" or not dev:
-        return []
-    texts = sentence_texts(in_document_order(dev))
-    if not model.spec.context:
-        texts = [SentenceText(text=t.text) for t in texts]
-    return [prepare_fast_inference(model, Path(folder), texts)]
 
 
 def read_card(folder: Path) -> dict[str, Any] | None:

@@ -55,6 +55,11 @@ class SentenceModel(Protocol):
 
     def inference_report(self) -> InferenceReport: ...
 
+    def prepare_inference(self, folder: Path, dev: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
+        """Build and check faster inference paths for the model saved in `folder` (labels on `dev` compared
+        with float32); returns the inference cards written (none for a kind without such paths)."""
+        ...
+
     def save(self, path: Path) -> None: ...
 
     @classmethod
@@ -86,6 +91,10 @@ class Float32Inference:
 
     def inference_report(self) -> InferenceReport:
         return InferenceReport()
+
+    def prepare_inference(self, folder: Path, dev: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
+        """No faster path to build: float32 is the only one."""
+        return []
 
 
 class SinglePassModel(Float32Inference, ABC):

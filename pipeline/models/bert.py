@@ -8,6 +8,7 @@ such as the `pipeline pretrain` output; a masked-LM checkpoint loses its MLM hea
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Sequence
@@ -272,6 +273,29 @@ class BertTwoHeadModel:
 
     def inference_report(self) -> InferenceReport:
         return InferenceReport(self._inference.precision, self._inference.disagreement)
+
+    @property
+    def network(self) -> Any:
+        """The fine-tuned two-head network (what the ONNX export reads)."""
+        return self.network_
+
+    def with_network(self, network: Any) -> Self:
+        """A shallow copy that runs `network` instead (tokenizer, spec and thresholds shared)."""
+        fast = copy.copy(self)
+        fast.network_ = network
+        return fast
+
+    def prepare_inference(self, folder: Path, dev: Sequence[LabelledSentence]) -> list[dict[str, Any]]:
+        """The ONNX paths of the model saved in `folder`, each checked against float32 on `dev` (read as this
+        model reads it: document order, neighbours only with `context`); the card that `label` then reads."""
+        from pipeline.models.agreement import prepare_fast_inference
+
+        if not dev:
+            return []
+        texts = sentence_texts(in_document_order(dev))
+        if not self.spec.context:
+            texts = [SentenceText(text=t.text) for t in texts]
+        return [prepare_fast_inference(self, Path(folder), texts)]
 
     def predict_proba(
         self, sentences: Sequence[SentenceText], max_tokens_per_batch: int | None = None
