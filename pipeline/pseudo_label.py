@@ -265,15 +265,18 @@ def pseudo_label(
                 result.documents_rejected += batch.rejected
                 rejects.extend(batch.rejects)
                 documents = {item.id: item for item in kept_items if isinstance(item, Document)}
-                sure = confidence(batch.sentences)
-                lines = _sentence_lines(batch.sentences, sure, documents, cfg, teacher_info)
-                truncated = batch.sentences["truncated"].to_pylist()
-                seen.extend({"commitment": s["commitment"], "strategy": s["strategy"]} for s in lines)
-                result.sentences_truncated += sum(truncated)
-                for line, cut in zip(lines, truncated, strict=True):
-                    if cut or line["confidence"] < cfg.min_confidence:
-                        continue
-                    result.sentences_confident += 1
+                table = batch.sentences
+                sure = confidence(table)
+                truncated = np.asarray(table["truncated"].to_pylist(), dtype=bool)
+                seen.extend(
+                    {"commitment": c, "strategy": s}
+                    for c, s in zip(table["commitment"].to_pylist(), table["strategy"].to_pylist(), strict=True)
+                )
+                result.sentences_truncated += int(truncated.sum())
+                # lines are built for the sure sentences only (sentences read in part never count)
+                confident = np.flatnonzero(~truncated & (sure >= cfg.min_confidence))
+                result.sentences_confident += len(confident)
+                for line in _sentence_lines(table.take(confident), sure[confident], documents, cfg, teacher_info):
                     if cfg.distinct_texts and line["text"] in kept_texts:
                         result.sentences_repeated += 1
                         continue

@@ -28,13 +28,11 @@ from transformers import (
     TrainingArguments,
 )
 
-from pipeline.config_sections import EvaluateConfig
 from pipeline.labelled_data import strategy_labelled
-from pipeline.metrics import tune_thresholds
+from pipeline.metrics import head_macro_f1, tune_thresholds
 from pipeline.models.backbone import quiet_transformers
 from pipeline.models.base import EpochCallback
 from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, HeadProbabilities, LabelledSentence, strategy_matrix
-from pipeline.scores import evaluate_predictions
 from pipeline.training_config import BertSpec
 
 BEST_METRIC = "dev_mean_macro_f1"
@@ -43,9 +41,8 @@ DevScorer = Callable[[np.ndarray, np.ndarray], tuple[dict[str, float], np.ndarra
 
 
 def head_scores(probabilities: HeadProbabilities, gold: Sequence[LabelledSentence]) -> dict[str, float]:
-    """Both heads' macro-F1 as the evaluation harness defines them (no bootstrap: this runs every epoch)."""
-    report = evaluate_predictions(gold, probabilities, EvaluateConfig(bootstrap_samples=0, top_errors=0))
-    return {key: report.metrics[key] for key in ("commitment_macro_f1", "strategy_macro_f1")}
+    """Both heads' macro-F1 as the evaluation harness defines them (this runs every epoch: no report)."""
+    return head_macro_f1(gold, probabilities)
 
 
 def dev_scores(

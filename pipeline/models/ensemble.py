@@ -181,10 +181,10 @@ class EnsembleModel:
     def _learn_combination(
         self, selection: Sequence[LabelledSentence], members_on_slice: list[HeadProbabilities]
     ) -> None:
+        gold_commitment = commitment_indices([s.commitment for s in selection])
         gold_strategy = strategy_matrix([s.strategy for s in selection])
         rows = strategy_labelled(selection)  # strategy is learned and tuned where its labels count
         if self.combiner == "stacker":
-            gold_commitment = commitment_indices([s.commitment for s in selection])
             groups = [s.doc_id for s in selection]
             self.stacker_ = fit_stacker(
                 members_on_slice,
@@ -202,14 +202,12 @@ class EnsembleModel:
                 self.stacker_.strategy_thresholds = self.strategy_thresholds_.copy()
             return
         if self.combiner == "learned_weights":
-            gold_commitment = commitment_indices([s.commitment for s in selection])
             self.weights = learn_weights(members_on_slice, gold_commitment)
             if self.per_head_weights:
                 on_rows = [p.rows(np.flatnonzero(rows)) for p in members_on_slice]
                 self.strategy_weights = learn_strategy_weights(on_rows, gold_strategy[rows])
         self.strategy_thresholds_ = self._mean_member_thresholds()
         if self.calibrate:
-            gold_commitment = commitment_indices([s.commitment for s in selection])
             mixed = mix_probabilities(members_on_slice, self.weights, self.strategy_thresholds_, self.strategy_weights)
             self.commitment_temperature_ = fit_temperature(np.log(_clip(mixed.commitment)), gold_commitment, True)
             self.strategy_temperature_ = fit_temperature(log_odds(mixed.strategy[rows]), gold_strategy[rows], False)

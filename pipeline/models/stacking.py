@@ -214,6 +214,8 @@ def learn_strategy_weights(
 ) -> np.ndarray:
     """The strategy mixing weights (a grid of `step`) with the best strategy macro-F1 on held-out sentences,
     each grid point scored at the thresholds tuned for its own mix. Ties go to the weights closest to equal."""
+    from sklearn.metrics import f1_score
+
     from pipeline.metrics import tune_thresholds
 
     grid = weight_grid(len(member_probabilities), step)
@@ -221,11 +223,8 @@ def learn_strategy_weights(
     scores = []
     for w in grid:
         mixed = np.tensordot(w, stacked, axes=1)
-        predicted = mixed >= tune_thresholds(mixed, strategy)[None, :]
-        tp = (predicted & (strategy == 1)).sum(0)
-        fp = (predicted & (strategy == 0)).sum(0)
-        fn = (~predicted & (strategy == 1)).sum(0)
-        scores.append(float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1))))
+        predicted = (mixed >= tune_thresholds(mixed, strategy)[None, :]).astype(int)
+        scores.append(f1_score(strategy, predicted, average="macro", zero_division=0))
     equal = np.full(len(member_probabilities), 1 / len(member_probabilities))
     best = max(scores)
     tied = [w for w, score in zip(grid, scores, strict=True) if score >= best - 1e-12]

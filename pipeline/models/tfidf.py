@@ -191,13 +191,14 @@ class TfidfModel(SinglePassModel):
         y_commitment = commitment_indices([s.commitment for s in train])
         weights = training_weights(train)  # the data sources' weights (silver may count for less than gold)
         strategy_weights = training_weights(train, "strategy")
+        strategy_rows = strategy_weights > 0  # sentences whose strategy labels count
 
         # a label with one class only in train (tiny data) becomes a constant instead of a classifier
         self.strategy_models_: list[Any] = []
         for j in range(len(STRATEGY_LABELS)):
             column = y_strategy[:, j]
-            if column[strategy_weights > 0].min() == column[strategy_weights > 0].max():
-                self.strategy_models_.append(float(column[strategy_weights > 0][0]))
+            if column[strategy_rows].min() == column[strategy_rows].max():
+                self.strategy_models_.append(float(column[strategy_rows][0]))
             else:
                 # liblinear: the fastest exact solver for one sparse binary problem
                 classifier = self._classifier(self.strategy_C or self.C, "liblinear")
