@@ -93,21 +93,31 @@ class LabelledSentence(BaseModel):
 
 @dataclass(frozen=True)
 class SentenceText:
-    """What a model reads: the sentence and, for context models, its neighbours in the document."""
+    """What a model reads: the sentence and, for context models, its neighbours and its whole document.
+
+    `document` is every sentence of the document joined (the same string object for all of them, so it costs
+    one copy per document); models that read the document's vocabulary use it, the others ignore it.
+    """
 
     text: str
     previous: str = ""
     next: str = ""
+    document: str = ""
 
 
 def with_context(texts_by_doc: Iterable[tuple[str, str]]) -> list[SentenceText]:
-    """Attach neighbours to (doc_id, text) pairs given in document order; neighbours never cross documents."""
+    """Attach neighbours and the document's text to (doc_id, text) pairs given in document order; neither
+    ever crosses documents."""
     pairs = list(texts_by_doc)
+    sentences_of: dict[str, list[str]] = {}
+    for doc_id, text in pairs:
+        sentences_of.setdefault(doc_id, []).append(text)
+    documents = {doc_id: " ".join(texts) for doc_id, texts in sentences_of.items()}
     out: list[SentenceText] = []
     for i, (doc_id, text) in enumerate(pairs):
         prev = pairs[i - 1][1] if i > 0 and pairs[i - 1][0] == doc_id else ""
         nxt = pairs[i + 1][1] if i + 1 < len(pairs) and pairs[i + 1][0] == doc_id else ""
-        out.append(SentenceText(text=text, previous=prev, next=nxt))
+        out.append(SentenceText(text=text, previous=prev, next=nxt, document=documents[doc_id]))
     return out
 
 

@@ -44,6 +44,10 @@ class TfidfSpec(Section):
     max_features: int | None = 200_000
     context: bool = False  # neighbouring sentences as a separate, down-weighted bag of words
     context_weight: float = 0.5
+    # the whole document's bag of words: for both heads, and for strategy once more scaled by the chance that
+    # the sentence reports a commitment (0: off; docs/results.md, "Document context")
+    document_weight: float = Field(0.0, ge=0)
+    gated_document_weight: float = Field(0.0, ge=0)
     tune_thresholds: bool = True
     # >0: tune strategy thresholds on out-of-fold train predictions (dev stays unseen); 0: tune on dev
     threshold_folds: int = 5

@@ -16,7 +16,7 @@ from pipeline.models.factory import build_model
 from pipeline.models.keyword import KeywordModel, parse_lexicon
 from pipeline.models.majority import MajorityModel
 from pipeline.models.tfidf import TfidfModel
-from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, SentenceText
+from pipeline.schema import COMMITMENT_LABELS, STRATEGY_LABELS, SentenceText, with_context
 
 REPO = Path(__file__).resolve().parents[1]
 LEXICON = REPO / "configs" / "lexicon.yaml"
@@ -105,6 +105,33 @@ def test_tfidf_with_context_reads_the_neighbours() -> None:
         [SentenceText("Det gäller alla.", previous="Anslaget höjs med miljoner kronor.", next="Medel tillförs.")]
     )
     assert not np.allclose(alone.commitment, around.commitment)
+
+
+def test_with_context_gives_every_sentence_its_whole_document() -> None:
+    texts = with_context([("a", "Ett."), ("a", "Två."), ("b", "Tre."), ("a", "Fyra.")])
+    assert [t.document for t in texts] == ["Ett. Två. Fyra.", "Ett. Två. Fyra.", "Tre.", "Ett. Två. Fyra."]
+    assert texts[0].document is texts[1].document  # one string per document, not one per sentence
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_tfidf_with_document_context_reads_the_document(gated: bool, tmp_path: Path) -> None:
+    """The same sentence reads differently in a bill and in a speech; without its document it reads as a
+    document of one sentence; the document bag survives save and load."""
+    sentences = constructed_sentences()
+    weights = {"gated_document_weight": 1.0} if gated else {"document_weight": 1.0}
+    model = TfidfModel(min_df=1, tune_thresholds=False, **weights).fit(sentences)
+    sentence = "Det gäller alla."
+    in_bill = SentenceText(sentence, document=f"Lagrådsremiss. Förslaget om hemliga tvångsmedel bereds. {sentence}")
+    in_speech = SentenceText(sentence, document=f"Tack för ordet. {sentence} Vi delar oron.")
+    probs = model.predict_proba([in_bill, in_speech, SentenceText(sentence)])
+    head = probs.strategy if gated else probs.commitment
+    assert not np.allclose(head[0], head[1])
+    if gated:  # the commitment head does not read the gated bag
+        np.testing.assert_array_equal(probs.commitment[0], probs.commitment[1])
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m").predict_proba([in_bill, in_speech, SentenceText(sentence)])
+    np.testing.assert_array_equal(again.strategy, probs.strategy)
+    np.testing.assert_array_equal(again.commitment, probs.commitment)
 
 
 MINI_LEXICON = {

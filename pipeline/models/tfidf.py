@@ -30,6 +30,15 @@ _ESTIMATORS_FILE = "estimators.skops"
 # skops writes every vocabulary entry as its own array (35,000 files, 38 MB for the default model), so the
 # vectorizers' vocabularies travel as one JSON file instead
 _VOCABULARY_FILE = "vocabulary.json"
+_NO_COMMITMENT = COMMITMENT_LABELS.index("none")
+
+
+def _unique_rows(transform: Any, texts: list[str], fit: bool) -> Any:
+    """`transform(name, texts)` for the document bag, computed once per distinct document (every sentence of a
+    document carries the same text) and spread back to the sentences."""
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+    return transform("document", list(index))[inverse]
 
 
 class TfidfModel(SinglePassModel):
@@ -40,6 +49,11 @@ class TfidfModel(SinglePassModel):
     otherwise on `dev` when `fit` is given one, otherwise 0.5.
     Commitment: one multinomial classifier. With `context=True` the neighbouring sentences add a separate,
     down-weighted bag of words.
+    Document context: `document_weight` > 0 adds the bag of words of the sentence's whole document to both
+    heads, so a procedural line in a bill reads differently from the same line in a speech (document type and
+    topic). `gated_document_weight` > 0 adds that bag to the strategy head once more, scaled by how likely the
+    sentence reports a commitment at all (its gold label in training; 1 - P(none) when labelling): a sentence
+    that reports a measure takes its dimension from what the document is about, while rhetoric does not.
     """
 
     kind = "tfidf"
@@ -55,6 +69,8 @@ class TfidfModel(SinglePassModel):
         strategy_C: float | None = None,
         context: bool = False,
         context_weight: float = 0.5,
+        document_weight: float = 0.0,
+        gated_document_weight: float = 0.0,
         tune_thresholds: bool = True,
         threshold_folds: int = 0,
         seed: int = 13,
@@ -68,6 +84,8 @@ class TfidfModel(SinglePassModel):
         self.strategy_C = strategy_C
         self.context = context
         self.context_weight = context_weight
+        self.document_weight = document_weight
+        self.gated_document_weight = gated_document_weight
         self.tune_thresholds = tune_thresholds
         self.threshold_folds = threshold_folds
         self.seed = seed
@@ -131,20 +149,48 @@ class TfidfModel(SinglePassModel):
             features["context"] = TfidfVectorizer(
                 ngram_range=(1, 1), min_df=min_df, sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"
             )
+        if self.reads_document:
+            features["document"] = TfidfVectorizer(
+                ngram_range=(1, 1),
+                min_df=min_df,
+                sublinear_tf=True,
+                max_features=50_000,
+                token_pattern=r"(?u)\b\w+\b",
+            )
         return features
 
-    def _transform(self, sentences: Sequence[SentenceText], fit: bool = False) -> Any:
+    @property
+    def reads_document(self) -> bool:
+        return self.document_weight > 0 or self.gated_document_weight > 0
+
+    def _transform(self, sentences: Sequence[SentenceText], fit: bool = False) -> tuple[Any, Any]:
+        """(features of both heads, the document bag alone or None)."""
         from scipy import sparse
 
-        texts = [s.text for s in sentences]
-        text_features = self.features_["text"]
-        blocks = [text_features.fit_transform(texts) if fit else text_features.transform(texts)]
+        def block(name: str, texts: list[str]) -> Any:
+            vectorizer = self.features_[name]
+            return vectorizer.fit_transform(texts) if fit else vectorizer.transform(texts)
+
+        blocks = [block("text", [s.text for s in sentences])]
         if "context" in self.features_:
-            around = [f"{s.previous} {s.next}" for s in sentences]
-            vectorizer = self.features_["context"]
-            matrix = vectorizer.fit_transform(around) if fit else vectorizer.transform(around)
-            blocks.append(matrix * self.context_weight)
-        return sparse.hstack(blocks, format="csr")
+            blocks.append(block("context", [f"{s.previous} {s.next}" for s in sentences]) * self.context_weight)
+        document = None
+        if "document" in self.features_:
+            # a sentence given without its document reads as a document of one sentence
+            document = _unique_rows(block, [s.document or s.text for s in sentences], fit)
+            if self.document_weight > 0:
+                blocks.append(document * self.document_weight)
+        return sparse.hstack(blocks, format="csr"), document
+
+    def _strategy_features(self, x: Any, document: Any, commitment_share: np.ndarray) -> Any:
+        """The strategy head's features: both heads' features, plus the document bag scaled by the chance that
+        the sentence reports a commitment (`commitment_share`, one value per sentence)."""
+        if self.gated_document_weight <= 0:
+            return x
+        from scipy import sparse
+
+        gated = sparse.diags(commitment_share * self.gated_document_weight) @ document
+        return sparse.hstack([x, gated], format="csr")
 
     def _classifier(self, C: float, solver: str) -> Any:
         from sklearn.linear_model import LogisticRegression
@@ -186,9 +232,11 @@ class TfidfModel(SinglePassModel):
 
     def _fit_heads(self, train: Sequence[LabelledSentence]) -> None:
         self.features_ = self._new_features(len(train))
-        x = self._transform(sentence_texts(train), fit=True)
+        x, document = self._transform(sentence_texts(train), fit=True)
         y_strategy = strategy_matrix([s.strategy for s in train])
         y_commitment = commitment_indices([s.commitment for s in train])
+        reports_commitment = (y_commitment != _NO_COMMITMENT).astype(float)
+        x_strategy = self._strategy_features(x, document, reports_commitment)
         weights = training_weights(train)  # the data sources' weights (silver may count for less than gold)
         strategy_weights = training_weights(train, "strategy")
         strategy_rows = strategy_weights > 0  # sentences whose strategy labels count
@@ -202,7 +250,7 @@ class TfidfModel(SinglePassModel):
             else:
                 # liblinear: the fastest exact solver for one sparse binary problem
                 classifier = self._classifier(self.strategy_C or self.C, "liblinear")
-                self.strategy_models_.append(classifier.fit(x, column, sample_weight=strategy_weights))
+                self.strategy_models_.append(classifier.fit(x_strategy, column, sample_weight=strategy_weights))
         if len(np.unique(y_commitment)) == 1:
             self.commitment_model_: Any = int(y_commitment[0])
         else:
@@ -216,22 +264,24 @@ class TfidfModel(SinglePassModel):
         if n == 0:
             empty = np.empty((0, len(COMMITMENT_LABELS)))
             return HeadProbabilities(strategy, empty, strategy_thresholds=self.strategy_thresholds_.copy())
-        x = self._transform(sentences)
-        for j, head in enumerate(self.strategy_models_):
-            strategy[:, j] = head if isinstance(head, float) else head.predict_proba(x)[:, 1]
+        x, document = self._transform(sentences)
         commitment = np.zeros((n, len(COMMITMENT_LABELS)))
         if isinstance(self.commitment_model_, int):
             commitment[:, self.commitment_model_] = 1.0
         else:
             commitment[:, self.commitment_model_.classes_] = self.commitment_model_.predict_proba(x)
+        x_strategy = self._strategy_features(x, document, 1.0 - commitment[:, _NO_COMMITMENT])
+        for j, head in enumerate(self.strategy_models_):
+            strategy[:, j] = head if isinstance(head, float) else head.predict_proba(x_strategy)[:, 1]
         return HeadProbabilities(
             strategy=strategy, commitment=commitment, strategy_thresholds=self.strategy_thresholds_.copy()
         )
 
     def _vectorizers(self) -> dict[str, Any]:
         named = dict(self.features_["text"].transformer_list)
-        if "context" in self.features_:
-            named["context"] = self.features_["context"]
+        for name in ("context", "document"):
+            if name in self.features_:
+                named[name] = self.features_[name]
         return named
 
     def save(self, path: Path) -> None:
