@@ -275,9 +275,15 @@ class StudyConfig(Section):
     # variant and scored as the selection set: the study's winner is chosen there, never on dev (0: off)
     selection_fraction: float = Field(0.2, ge=0, lt=1)
     selection_seed: int = 13
+    # >= 2: also score every variant by document-grouped k-fold cross-validation over all documents of that
+    # source (k more fits per variant; each fold is predicted by the variant fitted on everything else), and
+    # make the study's pick there: a larger, steadier selection set than the held-out share. 0: off
+    cv_folds: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _known_reference(self) -> StudyConfig:
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds: 1 fold cannot hold anything out; use 0 (off) or 2 or more")
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names repeat: {names}")

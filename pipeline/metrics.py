@@ -297,8 +297,26 @@ def with_threshold_rule(gold: Sequence[LabelledSentence], probs: HeadProbabiliti
 def head_macro_f1(gold: Sequence[LabelledSentence], probs: HeadProbabilities) -> dict[str, float]:
     """Both heads' macro-F1 (point estimates, no resampling) by the one decision rule."""
     check_probabilities(gold, probs, "head_macro_f1")
+    return _decided_head_macro_f1(gold, *decision_arrays(probs))
+
+
+def pooled_head_macro_f1(parts: Sequence[tuple[Sequence[LabelledSentence], HeadProbabilities]]) -> dict[str, float]:
+    """Both heads' macro-F1 over (gold, probabilities) parts pooled, each part decided by its own thresholds
+    (the held-out folds of a cross-validation, each predicted by its own model)."""
+    for gold, probs in parts:
+        check_probabilities(gold, probs, "pooled_head_macro_f1")
+    decided = [decision_arrays(probs) for _, probs in parts]
+    return _decided_head_macro_f1(
+        [s for gold, _ in parts for s in gold],
+        np.concatenate([c for c, _ in decided]),
+        np.concatenate([s for _, s in decided]),
+    )
+
+
+def _decided_head_macro_f1(
+    gold: Sequence[LabelledSentence], pred_c: np.ndarray, pred_s: np.ndarray
+) -> dict[str, float]:
     gold_c, gold_s = gold_arrays(gold)
-    pred_c, pred_s = decision_arrays(probs)
     doc_codes = _document_codes([s.doc_id for s in gold])
     counts = _document_counts(doc_codes, gold_c, pred_c, gold_s, pred_s)
     scores = _metrics_from_counts(counts, np.ones((1, counts["sentences"].shape[0])))

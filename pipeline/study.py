@@ -5,8 +5,10 @@ other settings). Every variant is fitted by the same code as the train stage, so
 dev scores each one once, with document-bootstrap intervals, and every variant is compared with the
 reference variant over the same document resamples. Choosing among variants is a choice learned from data
 too, so it is not made on dev either: a share of the gold training documents (`study.selection_fraction`) is
-held out from every variant and scored as the selection set, and the table marks the variant that does best
-there. One MLflow run per variant (in the experiment `study-<config name>`), and a Markdown table that
+held out from every variant and scored as the selection set; with `study.cv_folds`, every variant is also
+scored by document-grouped cross-validation over all of that source's documents, a larger and steadier
+selection set. The table marks the variant that does best by cross-validation where it was run, otherwise on
+the held-out documents. One MLflow run per variant (in the experiment `study-<config name>`), and a Markdown table that
 docs/results.md takes as it is.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -23,13 +25,14 @@ from pipeline.config import PipelineConfig, load_config
 from pipeline.config_sections import StudyVariant
 from pipeline.evaluate import evaluate_model
 from pipeline.labelled_data import (
+    grouped_folds,
     grouped_split,
     in_document_order,
     read_labelled,
     read_training_data,
     sentence_texts,
 )
-from pipeline.metrics import head_macro_f1, paired_differences
+from pipeline.metrics import head_macro_f1, paired_differences, pooled_head_macro_f1
 from pipeline.models.base import build_model
 from pipeline.schema import HeadProbabilities, LabelledSentence
 
@@ -50,6 +53,7 @@ class VariantResult:
     metrics: dict[str, float]
     selection: dict[str, float]  # head macro-F1 on the held-out selection documents (empty: no selection set)
     paired: dict[str, tuple[float, float, float]]  # head -> (difference, ci_low, ci_high) vs the reference
+    cross_validated: dict[str, float] = field(default_factory=dict)  # head macro-F1, k-fold CV (empty: not run)
 
 
 def result_from_run(logged: dict) -> VariantResult:
@@ -64,6 +68,7 @@ def result_from_run(logged: dict) -> VariantResult:
         fit_seconds=float(metrics.get("fit_seconds", 0.0)),
         metrics={k.removeprefix("dev_"): v for k, v in metrics.items() if k.startswith("dev_")},
         selection={k.removeprefix("selection_"): v for k, v in metrics.items() if k.startswith("selection_")},
+        cross_validated={k.removeprefix("cv_"): v for k, v in metrics.items() if k.startswith("cv_")},
         paired={
             head: (
                 metrics[f"paired.{head}.diff"],
@@ -155,6 +160,7 @@ def run_study(
             metrics=report.metrics,
             selection=selection_scores(model, selection),
             paired={h: (d.difference, d.ci_low, d.ci_high) for h, d in differences.items()},
+            cross_validated=cross_validated_scores(variant_cfg, study.cv_folds, study.selection_seed),
         )
         console.print(
             f"[bold]study[/bold] {variant.name}: commitment {report.metrics['commitment_macro_f1']:.3f}, "
@@ -174,12 +180,31 @@ def selection_scores(model: object, selection: Sequence[LabelledSentence]) -> di
     return head_macro_f1(selection, probabilities)
 
 
+def cross_validated_scores(config: PipelineConfig, folds: int, seed: int) -> dict[str, float]:
+    """Both heads' macro-F1 by document-grouped k-fold cross-validation over the config's first training
+    source: each fold is predicted by the variant fitted on everything else (its other sources included), and
+    the folds' decisions are pooled. Empty when `folds` is 0."""
+    if folds == 0:
+        return {}
+    first, _ = read_training_data(config.data.train[:1])
+    first = in_document_order(first)
+    parts = []
+    for k, (_, held_idx) in enumerate(grouped_folds(first, n_folds=folds, seed=seed), 1):
+        held = [first[i] for i in held_idx]
+        model, _, seconds = fit_variant(config, frozenset(s.doc_id for s in held))
+        parts.append((held, model.predict_proba(sentence_texts(held))))  # type: ignore[attr-defined]
+        console.print(f"[bold]study[/bold]   cross-validation fold {k}/{folds} ({seconds:.0f} s)")
+    return pooled_head_macro_f1(parts)
+
+
 def selected_variant(results: Sequence[VariantResult]) -> str | None:
-    """The variant with the best mean of the two heads' macro-F1 on the selection documents."""
-    scored = [r for r in results if all(h in r.selection for h in HEADS)]
-    if not scored:
-        return None
-    return max(scored, key=lambda r: sum(r.selection[h] for h in HEADS)).name
+    """The variant with the best mean of the two heads' macro-F1 where the selection is made: by
+    cross-validation among the variants that have it, otherwise on the held-out selection documents."""
+    for scores_of in (lambda r: r.cross_validated, lambda r: r.selection):
+        scored = [r for r in results if all(h in scores_of(r) for h in HEADS)]
+        if scored:
+            return max(scored, key=lambda r: sum(scores_of(r)[h] for h in HEADS)).name
+    return None
 
 
 def merge_results(earlier: Sequence[VariantResult], latest: Sequence[VariantResult]) -> list[VariantResult]:
@@ -208,31 +233,34 @@ def _paired(value: tuple[float, float, float]) -> str:
     return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]{mark}"
 
 
-def _selection(r: VariantResult) -> str:
-    if not all(h in r.selection for h in HEADS):
+def _pair(scores: dict[str, float]) -> str:
+    if not all(h in scores for h in HEADS):
         return "—"
-    return " / ".join(f"{r.selection[h]:.3f}" for h in HEADS)
+    return " / ".join(f"{scores[h]:.3f}" for h in HEADS)
 
 
 def study_table(results: Sequence[VariantResult], reference: str, command: str) -> str:
     """The Markdown table of a study (dev macro-F1 with 95% document-bootstrap intervals)."""
     chosen = selected_variant(results)
+    by_cv = any(r.cross_validated for r in results)
+    where = "by cross-validation" if by_cv else "on the held-out documents"
     lines = [
         f"Produced by `{command}`. Dev scored once per variant; nothing was chosen on dev. Intervals: 95%,",
         f"documents resampled; paired differences against `{reference}` on the same resamples",
         "(✓ interval above zero, ✗ below). `selection`: commitment / strategy macro-F1 on the gold training",
-        "documents held out from every variant; ★ marks the best mean there, the study's pick"
+        "documents held out from every variant; `cv`: the same by document-grouped cross-validation over all gold",
+        f"training documents (where run); ★ marks the best mean {where}, the study's pick"
         + (f" (`{chosen}`)." if chosen else "."),
         "",
-        "| variant | what | train sentences | selection | commitment macro-F1 | strategy macro-F1 | Δ commitment | "
-        "Δ strategy | commitment ECE | fit s |",
-        "|---|---|---:|---|---|---|---|---|---:|---:|",
+        "| variant | what | train sentences | selection | cv | commitment macro-F1 | strategy macro-F1 | "
+        "Δ commitment | Δ strategy | commitment ECE | fit s |",
+        "|---|---|---:|---|---|---|---|---|---|---:|---:|",
     ]
     for r in results:
         star = " ★" if r.name == chosen else ""
         lines.append(
-            f"| `{r.name}`{star} | {r.description} | {r.train_sentences} | {_selection(r)} | "
-            f"{_interval(r.metrics, 'commitment_macro_f1')} | "
+            f"| `{r.name}`{star} | {r.description} | {r.train_sentences} | {_pair(r.selection)} | "
+            f"{_pair(r.cross_validated)} | {_interval(r.metrics, 'commitment_macro_f1')} | "
             f"{_interval(r.metrics, 'strategy_macro_f1')} | {_paired(r.paired['commitment_macro_f1'])} | "
             f"{_paired(r.paired['strategy_macro_f1'])} | {r.metrics['commitment_ece']:.3f} | {r.fit_seconds:.0f} |"
         )

@@ -91,6 +91,7 @@ def log_study_variant(result: Any, config: PipelineConfig, reference: str) -> No
             {
                 **{f"dev_{k}": v for k, v in result.metrics.items()},
                 **{f"selection_{k}": v for k, v in result.selection.items()},
+                **{f"cv_{k}": v for k, v in result.cross_validated.items()},
                 **{f"paired.{head}.diff": d for head, (d, _, _) in result.paired.items()},
                 **{f"paired.{head}.ci_low": low for head, (_, low, _) in result.paired.items()},
                 **{f"paired.{head}.ci_high": high for head, (_, _, high) in result.paired.items()},

@@ -75,6 +75,19 @@ def test_study_trains_scores_and_logs_every_variant(tmp_path: Path) -> None:
     assert [row.split("`")[1] for row in new_rows] == ["tfidf", "majority", "tfidf-half"]
     assert new_rows[2] == rows[2]  # not rerun: read back from its run
     assert len(client.search_runs([experiment.experiment_id], "attributes.run_name = 'majority'")) == 2
+    # cross-validation over all gold training documents: a column of its own, and the pick is made there
+    folds = study("--variant", "tfidf-half", "--set", "study.cv_folds=3")
+    assert folds.returncode == 0, folds.stderr[-3000:]
+    assert "cross-validation fold 3/3" in folds.stderr
+    cv_rows = [line for line in (tmp_path / "runs" / "study.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `")]  # fmt: skip
+    with_cv = [row for row in cv_rows if row.split(" | ")[4] != "—"]
+    assert [row.split("`")[1] for row in with_cv] == ["tfidf", "tfidf-half"]
+    assert "★" in "".join(with_cv) and "★" not in cv_rows[1]
+    latest_half = client.search_runs(
+        [experiment.experiment_id], "attributes.run_name = 'tfidf-half'", order_by=["attributes.start_time DESC"]
+    )[0]
+    assert 0 <= latest_half.data.metrics["cv_strategy_macro_f1"] <= 1
     unknown = study("--variant", "nope")
     assert unknown.returncode == 2 and "unknown study variant(s) ['nope']" in unknown.stderr
 
@@ -101,6 +114,8 @@ def test_no_variant_trains_on_the_selection_documents(tmp_path: Path) -> None:
         assert held_out and held_out < all_docs
         _, train, _ = fit_variant(variant_config(config, config.study.variants[2]), held_out)  # tfidf-half
         assert train and not held_out & {s.doc_id for s in train}
+        with pytest.raises(ConfigError, match="1 fold cannot hold anything out"):
+            load_config(Path("study.yaml"), ["study.cv_folds=1"])
         off = load_config(Path("study.yaml"), ["study.selection_fraction=0"])
         assert selection_documents(off) == []
     finally:
