@@ -10,7 +10,9 @@ per-head agreement with float32 on dev sentences, `inference.json`; timed apart)
   fine-tuned one epoch on the first `--fit-sentences` gold train sentences; otherwise random weights;
 - `base`: BERT-base shape (12 x 768), random weights (a speed test; its labels mean nothing);
 - `ensemble`: a two-member model like the shipped one, built small: the small BERT (fine-tuned as above) and
-  TF-IDF + logistic regression, fixed weights 0.3 / 0.7.
+  TF-IDF + logistic regression, fixed weights 0.3 / 0.7;
+- `ensemble-document`: the same with the TF-IDF member reading each sentence's document too
+  (`document_weight` 0.5, `gated_document_weight` 1.0, as configs/gold.yaml ships it).
 
 For each model and input size, every variant runs in a fresh Python process (so each peak RSS is its own):
 
@@ -50,6 +52,7 @@ SHAPES = {
 MAX_LENGTH = 128
 HF_BATCH = 32
 ENSEMBLE_WEIGHTS = (0.3, 0.7)
+ENSEMBLE_DOCUMENT = "ensemble-document"
 
 # Constructed sentences (written for this benchmark) for runs without the shared data.
 _SUBJECTS = ["Regeringen", "Säkerhetspolisen", "Myndigheten", "Kommunen", "Polisen", "Centret", "Utredaren"]
@@ -140,7 +143,8 @@ def build_backbone(shape: str, root: Path, shared: Path | None) -> Path:
 
 
 def build_model(name: str, root: Path, shared: Path | None, fit_sentences: int) -> Path:
-    """Train a model (`small`, `base` or `ensemble`), save it and prepare its fast path as training does."""
+    """Train a model (`small`, `base`, `ensemble` or `ensemble-document`), save it and prepare its fast path as
+    training does."""
     from pipeline.models.backbone import quiet_transformers
     from pipeline.models.bert import BertTwoHeadModel
     from pipeline.models.ensemble import EnsembleModel
@@ -153,8 +157,9 @@ def build_model(name: str, root: Path, shared: Path | None, fit_sentences: int) 
     )  # fmt: skip
     train = training_sentences(shared, fit_sentences if shape == "small" else 16)
     with quiet_transformers():
-        if name == "ensemble":
-            members = [BertTwoHeadModel(spec), TfidfModel(min_df=1)]
+        if name.startswith("ensemble"):
+            reads_document = {"document_weight": 0.5, "gated_document_weight": 1.0} if name == ENSEMBLE_DOCUMENT else {}
+            members = [BertTwoHeadModel(spec), TfidfModel(min_df=1, **reads_document)]
             model = EnsembleModel(members, weights=list(ENSEMBLE_WEIGHTS), combiner="weights").fit(train)
         else:
             model = BertTwoHeadModel(spec).fit(train)
