@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,12 +33,12 @@ _VOCABULARY_FILE = "vocabulary.json"
 _NO_COMMITMENT = COMMITMENT_LABELS.index("none")
 
 
-def _unique_rows(transform: Any, texts: list[str], fit: bool) -> Any:
-    """`transform(name, texts)` for the document bag, computed once per distinct document (every sentence of a
-    document carries the same text) and spread back to the sentences."""
+def _once_per_text(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:
+    """`encode(texts)`, computed once per distinct text and spread back (every sentence of a document carries
+    the same document text, so the document bag is built once per document)."""
     index: dict[str, int] = {}
     inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-    return transform("document", list(index))[inverse]
+    return encode(list(index))[inverse]
 
 
 class TfidfModel(SinglePassModel):
@@ -177,7 +177,7 @@ class TfidfModel(SinglePassModel):
         document = None
         if "document" in self.features_:
             # a sentence given without its document reads as a document of one sentence
-            document = _unique_rows(block, [s.document or s.text for s in sentences], fit)
+            document = _once_per_text(lambda texts: block("document", texts), [s.document or s.text for s in sentences])
             if self.document_weight > 0:
                 blocks.append(document * self.document_weight)
         return sparse.hstack(blocks, format="csr"), document
