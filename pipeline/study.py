@@ -106,10 +106,15 @@ def fit_variant(
     sentences, seconds)."""
     train, _ = read_training_data(config.data.train)
     train = [s for s in train if s.doc_id not in held_out]
+    model, seconds = _fit(config, train)
+    return model, train, seconds
+
+
+def _fit(config: PipelineConfig, train: Sequence[LabelledSentence]) -> tuple[object, float]:
     started = time.perf_counter()
     model = build_model(config.train.model)
     model.fit(train)
-    return model, train, time.perf_counter() - started
+    return model, time.perf_counter() - started
 
 
 def run_study(
@@ -188,10 +193,12 @@ def cross_validated_scores(config: PipelineConfig, folds: int, seed: int) -> dic
         return {}
     first, _ = read_training_data(config.data.train[:1])
     first = in_document_order(first)
+    train, _ = read_training_data(config.data.train)  # read once, not once per fold
     parts = []
     for k, (_, held_idx) in enumerate(grouped_folds(first, n_folds=folds, seed=seed), 1):
         held = [first[i] for i in held_idx]
-        model, _, seconds = fit_variant(config, frozenset(s.doc_id for s in held))
+        held_docs = frozenset(s.doc_id for s in held)
+        model, seconds = _fit(config, [s for s in train if s.doc_id not in held_docs])
         parts.append((held, model.predict_proba(sentence_texts(held))))  # type: ignore[attr-defined]
         console.print(f"[bold]study[/bold]   cross-validation fold {k}/{folds} ({seconds:.0f} s)")
     return pooled_head_macro_f1(parts)
